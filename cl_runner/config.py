@@ -1,0 +1,120 @@
+"""Validation of a composed config in one place: every value a user can set is checked here,
+and a bad one becomes a single `ConfigError` line naming the key, the value and what is allowed."""
+
+from numbers import Real
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cl_runner.data.schedule import task_sizes
+from cl_runner.errors import ConfigError
+from cl_runner.runner import TrainSettings
+
+SCHEDULERS = ("multistep", "cosine", "constant")
+SELECTIONS = ("herding", "random")
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(cfg, key: str, minimum: int, optional: bool = False) -> int | None:
+    value = _get(cfg, key)
+    if value is None and optional:
+        return None
+    if not _is_int(value) or value < minimum:
+        what = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise ConfigError(f"{key}={value!r} is invalid: expected {what}")
+    return value
+
+
+def _number(cfg, key: str, minimum: float, inclusive: bool = True, maximum: float | None = None) -> float:
+    value = _get(cfg, key)
+    ok = isinstance(value, Real) and not isinstance(value, bool)
+    ok = ok and (value >= minimum if inclusive else value > minimum)
+    ok = ok and (maximum is None or value < maximum)
+    if not ok:
+        bound = f"{'>=' if inclusive else '>'} {minimum}" + (f" and < {maximum}" if maximum else "")
+        raise ConfigError(f"{key}={value!r} is invalid: expected a number {bound}")
+    return float(value)
+
+
+def _choice(cfg, key: str, allowed) -> str:
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is invalid: choose from {', '.join(allowed)}")
+    return value
+
+
+def _bool(cfg, key: str) -> bool:
+    value = _get(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is invalid: expected true or false")
+    return value
+
+
+def resolve_device(value) -> torch.device:
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={value!r} is invalid: choose from auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={value} but no CUDA device is available; use device=auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={value} but MPS is not available; use device=auto or cpu")
+    return device
+
+
+def train_settings(cfg: DictConfig) -> TrainSettings:
+    milestones = _get(cfg, "train.milestones")
+    if milestones is None or not all(_is_int(m) and m >= 0 for m in milestones):
+        raise ConfigError(
+            f"train.milestones={milestones!r} is invalid: expected a list of epochs, e.g. [30,40]"
+        )
+    return TrainSettings(
+        epochs=_int(cfg, "train.epochs", 1),
+        batch_size=_int(cfg, "train.batch_size", 1),
+        lr=_number(cfg, "train.lr", 0, inclusive=False),
+        momentum=_number(cfg, "train.momentum", 0, maximum=1),
+        weight_decay=_number(cfg, "train.weight_decay", 0),
+        scheduler=_choice(cfg, "train.scheduler", SCHEDULERS),
+        milestones=list(milestones),
+        gamma=_number(cfg, "train.gamma", 0, inclusive=False),
+        warmup_epochs=_int(cfg, "train.warmup_epochs", 0),
+        eval_batch_size=_int(cfg, "train.eval_batch_size", 1),
+        amp=_bool(cfg, "train.amp"),
+        channels_last=_bool(cfg, "train.channels_last"),
+        compile=_bool(cfg, "train.compile"),
+    )
+
+
+def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
+    """Check every user-settable value; return the plain training settings and the device."""
+    for group in ("method", "backbone", "dataset"):
+        if not isinstance(_get(cfg, group), DictConfig):
+            raise ConfigError(f"no {group} is configured; pick one, e.g. {group}=<name>")
+    num_classes = _int(cfg, "dataset.num_classes", 1)
+    steps = _int(cfg, "steps", 1)
+    init_classes = _int(cfg, "init_classes", 1, optional=True)
+    if steps > num_classes:
+        raise ConfigError(f"steps={steps} is more than the {num_classes} classes of the data set")
+    task_sizes(num_classes, steps, init_classes)  # raises with the values that work
+    _int(cfg, "class_order_seed", 0, optional=True)
+    _int(cfg, "seed", 0)
+    _int(cfg, "memory.size", 0)
+    per_class = _int(cfg, "memory.per_class", 1, optional=True)
+    if per_class and _get(cfg, "memory.size"):
+        raise ConfigError("memory.size and memory.per_class are both set; use one (set the other to 0/null)")
+    _choice(cfg, "memory.selection", SELECTIONS)
+    settings = train_settings(cfg)
+    if settings.warmup_epochs > settings.epochs:
+        raise ConfigError(
+            f"train.warmup_epochs={settings.warmup_epochs} exceeds train.epochs={settings.epochs}"
+        )
+    return settings, resolve_device(_get(cfg, "device"))

@@ -1,0 +1,93 @@
+"""Exemplar memory, owned by the runner so that any method can rehearse.
+
+It stores indices into the (device-resident) training set, per class, in selection order, so
+that shrinking a class's share under a fixed total keeps the best-ranked exemplars (iCaRL).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from cl_runner.data.images import ImageSet
+
+
+def herding(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL herding (Rebuffi et al. 2017, Alg. 4) on L2-normalised features.
+
+    Step k picks the sample that brings the mean of the k chosen features closest to the class
+    mean; a sample is chosen at most once. Returns the positions in choice order.
+    """
+    f = F.normalize(features.float(), dim=1)
+    mu = f.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(len(f), dtype=torch.bool, device=f.device)
+    for k in range(1, min(m, len(f)) + 1):
+        distance = (mu - (running + f) / k).norm(dim=1)
+        distance[~available] = float("inf")
+        i = int(distance.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += f[i]
+    return torch.tensor(chosen, dtype=torch.long, device=f.device)
+
+
+class ExemplarMemory:
+    def __init__(
+        self, size: int = 0, per_class: int | None = None, selection: str = "herding", seed: int = 0
+    ):
+        self.size, self.per_class, self.selection = size, per_class, selection
+        self.generator = torch.Generator().manual_seed(seed)
+        self.by_class: dict[int, torch.Tensor] = {}  # label -> train indices, best first
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.size) or bool(self.per_class)
+
+    def quota(self, num_seen_classes: int) -> int:
+        """Exemplars per class: fixed per class, or the fixed total shared equally."""
+        if self.per_class:
+            return self.per_class
+        return self.size // max(num_seen_classes, 1)
+
+    def indices(self) -> torch.Tensor:
+        if not self.by_class:
+            return torch.empty(0, dtype=torch.long)
+        return torch.cat([self.by_class[c] for c in sorted(self.by_class)])
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_class.values())
+
+    def update(self, train: ImageSet, new_labels: range, embed) -> None:
+        """Shrink old classes to the new quota, then select exemplars of `new_labels`.
+
+        `embed(images) -> features` runs the current network in eval mode over the whole task's
+        images at once (batched), so selection is one pass, never a loader per class.
+        """
+        if not self.enabled:
+            return
+        m = self.quota(new_labels.stop)
+        for c in self.by_class:
+            self.by_class[c] = self.by_class[c][:m]
+        labels = train.labels
+        is_new = (labels >= new_labels.start) & (labels < new_labels.stop)
+        new_idx = is_new.nonzero().squeeze(1)
+        features = embed(train.images[new_idx]) if self.selection == "herding" else None
+        new_labels_of = labels[new_idx]
+        for c in new_labels:
+            positions = (new_labels_of == c).nonzero().squeeze(1)
+            if self.selection == "herding":
+                ranked = positions[herding(features[positions], m)]
+            else:
+                perm = torch.randperm(len(positions), generator=self.generator)
+                ranked = positions[perm.to(positions.device)[:m]]
+            self.by_class[c] = new_idx[ranked]
+
+    def state_dict(self) -> dict:
+        return {
+            "by_class": {c: v.cpu() for c, v in self.by_class.items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.by_class = {int(c): v.to(device) for c, v in state["by_class"].items()}
+        self.generator.set_state(state["generator"])

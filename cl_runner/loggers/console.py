@@ -1,0 +1,89 @@
+"""Live console output: a progress bar per task, a table after every task, a final summary."""
+
+import logging
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cl_runner.loggers import Logger
+from cl_runner.results import Results
+
+log = logging.getLogger("cl_runner")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+class ConsoleLogger(Logger):
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self.progress: Progress | None = None
+
+    def task_start(self, task, epochs, batches_per_epoch):
+        self.progress = Progress(
+            TextColumn(f"task {task.index} ({task.size} classes)"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.bar = self.progress.add_task("train", total=epochs * batches_per_epoch, status="")
+        self.progress.start()
+
+    def batch_end(self):
+        self.progress.advance(self.bar)
+
+    def epoch_end(self, task, epoch, stats):
+        status = f"epoch {epoch + 1} loss {stats['loss']:.3f} {stats['images_per_s']:.0f} img/s"
+        self.progress.update(self.bar, status=status)
+        log.info(
+            "task %d epoch %d: %s", task.index, epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+        )
+
+    def task_end(self, results: Results):
+        if self.progress is not None:
+            self.progress.stop()
+        step = results.steps[-1]
+        t = len(results.steps) - 1
+        table = Table(title=f"after task {t}: {len(step['classes'])} new classes", title_justify="left")
+        for column in ("task", "class-IL acc", "task-IL acc", "forgetting (class-IL)"):
+            table.add_column(column, justify="right")
+        class_il, task_il = results.rows["class_il"][t], results.rows["task_il"][t]
+        for j in range(t + 1):
+            forgetting = step["forgetting"][j] if j < t else None
+            table.add_row(str(j), _pct(class_il[j]), _pct(task_il[j]), _pct(forgetting))
+        summary = results.summary()
+        table.add_section()
+        table.add_row(
+            "seen",
+            _pct(step["seen_acc"]),
+            _pct(step["seen_acc_task_il"]),
+            _pct(summary["class_il"]["avg_forgetting"]),
+        )
+        self.console.print(table)
+        log.info(
+            "task %d: seen acc %.2f (task-IL %.2f, top-5 %.2f), class-IL per task %s",
+            t,
+            step["seen_acc"],
+            step["seen_acc_task_il"],
+            step["seen_acc_top5"],
+            [round(a, 2) for a in class_il],
+        )
+
+    def run_end(self, results: Results):
+        summary = results.summary()
+        table = Table(title="summary (%)", title_justify="left")
+        for column in ("metric", "class-IL", "task-IL"):
+            table.add_column(column, justify="right")
+        for key, label in (
+            ("avg_incremental_acc", "average incremental accuracy"),
+            ("last_acc", "last accuracy"),
+            ("avg_forgetting", "average forgetting"),
+            ("bwt", "backward transfer"),
+        ):
+            table.add_row(label, _pct(summary["class_il"][key]), _pct(summary["task_il"][key]))
+        self.console.print(table)
+        log.info("summary: %s", summary)

@@ -1,0 +1,51 @@
+"""The run folder: resolved config, metrics.json (the stable contract), metrics.csv."""
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from cl_runner.loggers import Logger
+from cl_runner.results import Results
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same folder, then rename: readers never see a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def csv_text(results: Results) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["step", "task", "class_il_acc", "task_il_acc", "class_il_forgetting", "task_il_forgetting"]
+    )
+    for t, step in enumerate(results.steps):
+        for j in range(t + 1):
+            forgetting = (step["forgetting"][j], step["forgetting_task_il"][j]) if j < t else ("", "")
+            writer.writerow(
+                [t, j, results.rows["class_il"][t][j], results.rows["task_il"][t][j], *forgetting]
+            )
+    return out.getvalue()
+
+
+class FileLogger(Logger):
+    def __init__(self, out_dir: Path, config_yaml: str):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out_dir / "config.yaml", config_yaml)
+
+    def task_end(self, results: Results):
+        write_atomic(self.out_dir / "metrics.json", json.dumps(results.to_dict(), indent=2))
+        write_atomic(self.out_dir / "metrics.csv", csv_text(results))
+
+    run_end = task_end

@@ -1,0 +1,3 @@
+from cl_runner.models.incremental import IncrementalNet
+
+__all__ = ["IncrementalNet"]

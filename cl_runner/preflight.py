@@ -1,0 +1,66 @@
+"""Catch command-line mistakes before Hydra runs anything, so the user gets one line and exit
+code 2 instead of Hydra's multi-line report and exit code 1: unknown config-group options
+(`method=nope`, also inside sweeps) and overrides that do not compose (`train.epochz=3`)."""
+
+import os
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+# Hydra flags after which the arguments are not a plain single run to compose.
+NOT_A_SINGLE_RUN = {
+    "-m", "--multirun", "-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help",
+    "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-sc",
+    "--shell-completion", "-r", "--run", "--experimental-rerun",
+}  # fmt: skip
+
+
+def _fail(message: str) -> None:
+    print(f"cl-run: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        reason = str(cause).strip().splitlines()[0]
+        if reason not in lines:
+            lines.insert(1, f"({reason})")
+    return " ".join(lines)
+
+
+def check_overrides(argv: list[str], configs: Path) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    parser, overrides = OverridesParser.create(), []
+    for arg in args:
+        try:
+            overrides += parser.parse_overrides([arg])
+        except HydraException as error:
+            _fail(f"cannot parse '{arg}': {str(error).splitlines()[0]}")
+    for override in overrides:
+        group = override.key_or_group.lstrip("+~")
+        folder = configs / group
+        if override.package or group.startswith("hydra") or not folder.is_dir() or override.is_delete():
+            continue
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        for value in values:
+            if value != "null" and value not in options:
+                _fail(f"{group}={value} is unknown; choose from: {', '.join(options)}")
+    if not NOT_A_SINGLE_RUN.intersection(argv):
+        try:
+            with initialize_config_dir(str(configs), version_base="1.3"):
+                compose("train", overrides=args)
+        except (HydraException, OmegaConfBaseException) as error:
+            _fail(_one_line(error))

@@ -1,0 +1,62 @@
+"""Per-step results of a run and their `metrics.json` form (a stable contract, see README)."""
+
+from cl_runner.data.schedule import Task
+from cl_runner.evaluate import Evaluation
+from cl_runner.metrics import forgetting_per_task, summarize
+
+KINDS = ("class_il", "task_il")
+
+
+class Results:
+    def __init__(self, num_tasks: int, config: dict | None = None, choices: dict | None = None):
+        self.num_tasks = num_tasks
+        self.config = config or {}
+        self.choices = choices or {}
+        self.rows: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
+        self.steps: list[dict] = []
+
+    @property
+    def finished(self) -> bool:
+        return len(self.steps) == self.num_tasks
+
+    def add(self, task: Task, evaluation: Evaluation, **measures) -> None:
+        """Record one step: its evaluation plus plain measures (params, train_seconds, ...)."""
+        self.rows["class_il"].append(evaluation.class_il)
+        self.rows["task_il"].append(evaluation.task_il)
+        t = len(self.steps)
+        forgetting = {kind: forgetting_per_task(self.rows[kind], t) for kind in KINDS}
+        self.steps.append(
+            {
+                "step": task.index,
+                "classes": list(task.classes),
+                "seen_acc": evaluation.seen_acc,
+                "seen_acc_top5": evaluation.seen_acc_top5,
+                "seen_acc_task_il": evaluation.seen_acc_task_il,
+                "old_acc": evaluation.old_acc,
+                "new_acc": evaluation.new_acc,
+                "forgetting": forgetting["class_il"],
+                "forgetting_task_il": forgetting["task_il"],
+                **measures,
+            }
+        )
+
+    def matrix(self, kind: str) -> list[list[float | None]]:
+        """Rows so far, each padded with None to the full number of tasks."""
+        return [row + [None] * (self.num_tasks - len(row)) for row in self.rows[kind]]
+
+    def seen(self, kind: str) -> list[float]:
+        key = "seen_acc" if kind == "class_il" else "seen_acc_task_il"
+        return [step[key] for step in self.steps]
+
+    def summary(self) -> dict[str, dict]:
+        return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in KINDS}
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config,
+            "choices": self.choices,
+            "finished": self.finished,
+            "accuracy_matrix": {kind: self.matrix(kind) for kind in KINDS},
+            "summary": self.summary(),
+            "steps": self.steps,
+        }

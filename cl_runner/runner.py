@@ -1,0 +1,169 @@
+"""The training loop. It owns optimizer, learning-rate schedule, AMP, backward, step and
+evaluation; the method only supplies its loss and its before/after-task hooks."""
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cl_runner.data.images import Splits
+from cl_runner.data.loader import Augment, DeviceLoader
+from cl_runner.data.memory import ExemplarMemory
+from cl_runner.data.schedule import Task
+from cl_runner.errors import NonFiniteLossError
+from cl_runner.evaluate import evaluate, forward_all
+from cl_runner.methods.base import Batch, Method
+from cl_runner.results import Results
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    scheduler: str = "multistep"  # multistep | cosine | constant
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    eval_batch_size: int = 1024
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+def lr_factor(s: TrainSettings, epoch: int) -> float:
+    """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule."""
+    if epoch < s.warmup_epochs:
+        return (epoch + 1) / s.warmup_epochs
+    if s.scheduler == "multistep":
+        return s.gamma ** sum(epoch >= m for m in s.milestones)
+    if s.scheduler == "cosine":
+        span = max(s.epochs - s.warmup_epochs, 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - s.warmup_epochs) / span))
+    return 1.0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Runner:
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        memory: ExemplarMemory,
+        data: Splits,
+        tasks: list[Task],
+        settings: TrainSettings,
+        augment: Augment,
+        device: torch.device,
+        seed: int,
+        results: Results,
+        logger,
+    ):
+        self.model, self.method, self.memory, self.data = model, method, memory, data
+        self.tasks, self.settings, self.augment, self.device = tasks, settings, augment, device
+        self.results, self.logger = results, logger
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def run(self) -> Results:
+        for task in self.tasks:
+            self.learn(task)
+        return self.results
+
+    def learn(self, task: Task) -> None:
+        self.model.add_head(task.size)
+        self.method.before_task(task, self.model, self.memory)
+        loader = self.training_loader(task)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        self.train(task, loader)
+        self.method.after_task(task, self.model, self.memory, loader)
+        seconds = time.perf_counter() - start
+        self.memory.update(self.data.train, task.labels, self.embed)
+        evaluation = evaluate(
+            self.model,
+            self.data.test,
+            self.tasks[: task.index + 1],
+            self.augment.normalize,
+            self.settings.eval_batch_size,
+        )
+        self.results.add(
+            task,
+            evaluation,
+            params=sum(p.numel() for p in self.model.parameters()),
+            train_seconds=seconds,
+            train_images=len(loader.labels),
+            memory_size=len(self.memory),
+            peak_memory_mb=peak_memory_mb(self.device),
+        )
+        self.logger.task_end(self.results)
+
+    def training_loader(self, task: Task) -> DeviceLoader:
+        """The task's own classes (all seen classes for joint) plus exemplars of the others."""
+        train = self.data.train
+        classes = self.method.training_classes(task)
+        fresh = (train.labels >= classes.start) & (train.labels < classes.stop)
+        rehearsed = self.memory.indices().to(self.device)
+        rehearsed = rehearsed[~fresh[rehearsed]]
+        idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
+        return DeviceLoader(
+            train.images[idx], train.labels[idx], self.settings.batch_size, True, self.generator
+        )
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return forward_all(self.model, images, self.augment.normalize, self.settings.eval_batch_size)[
+            "features"
+        ]
+
+    def train(self, task: Task, loader: DeviceLoader) -> None:
+        s = self.settings
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        model = torch.compile(self.model) if s.compile else self.model
+        if s.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.logger.task_start(task, s.epochs, len(loader))
+
+        def distort(images: torch.Tensor) -> torch.Tensor:
+            return self.augment(images, self.generator)
+
+        for epoch in range(s.epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = s.lr * lr_factor(s, epoch)
+            # Sums stay on the device and are read once per epoch: no per-batch host sync.
+            sums: dict[str, torch.Tensor] = {}
+            first_bad = torch.full((), -1, device=self.device)
+            started = time.perf_counter()
+            for b, (images, labels) in enumerate(loader):
+                batch = Batch(images, labels, task, distort)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.amp):
+                    loss, parts = self.method.training_loss(batch, model)
+                bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
+                first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for name, value in {"loss": loss.detach(), **parts}.items():
+                    sums[name] = sums.get(name, 0) + value.float()
+                self.logger.batch_end()
+            bad_batch = int(first_bad)
+            if bad_batch >= 0:
+                raise NonFiniteLossError(
+                    f"loss is not finite at task {task.index}, epoch {epoch + 1}, batch {bad_batch + 1}"
+                    " (lower train.lr or check the data)"
+                )
+            stats = {name: float(total) / len(loader) for name, total in sums.items()}
+            stats["images_per_s"] = len(loader.labels) / (time.perf_counter() - started)
+            stats["lr"] = optimizer.param_groups[0]["lr"]
+            self.logger.epoch_end(task, epoch, stats)

@@ -1,0 +1,109 @@
+"""`cl-run`: compose the config with Hydra, then run one class-incremental experiment.
+
+`main()` is the thin Hydra entry point; `run(cfg, out_dir)` does the work from plain values and
+is what tests call. Nothing below this module reads Hydra's global state.
+"""
+
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cl_runner.config import validate
+from cl_runner.data.build import load_splits
+from cl_runner.data.images import ImageSet, Splits
+from cl_runner.data.loader import Augment
+from cl_runner.data.memory import ExemplarMemory
+from cl_runner.data.schedule import make_schedule, remap_labels
+from cl_runner.errors import ConfigError, UserError
+from cl_runner.loggers import Loggers
+from cl_runner.loggers.console import ConsoleLogger
+from cl_runner.loggers.files import FileLogger
+from cl_runner.models import IncrementalNet
+from cl_runner.paths import config_dir
+from cl_runner.preflight import check_overrides
+from cl_runner.results import Results
+from cl_runner.runner import Runner
+
+CONFIG_DIR = str(config_dir())
+log = logging.getLogger("cl_runner")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(splits: Splits, order: list[int], device: torch.device) -> Splits:
+    """Labels remapped to class-order positions; images and labels moved to the device once."""
+
+    def prepare(part: ImageSet) -> ImageSet:
+        return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device))
+
+    return Splits(prepare(splits.train), prepare(splits.test))
+
+
+def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Results:
+    """One experiment from a composed config. `choices` names the picked config of each group."""
+    settings, device = validate(cfg)
+    seed_everything(cfg.seed)
+    splits = load_splits(cfg.dataset)
+    if cfg.memory.size > len(splits.train):
+        raise ConfigError(f"memory.size={cfg.memory.size} exceeds the {len(splits.train)} training images")
+    order, tasks = make_schedule(cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed)
+    data = prepare_data(splits, order, device)
+    augment = Augment(
+        cfg.dataset.mean,
+        cfg.dataset.std,
+        cfg.dataset.augment.crop_padding,
+        cfg.dataset.augment.flip,
+        channels_last=settings.channels_last,
+    )
+
+    backbone = instantiate(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
+    model = IncrementalNet(backbone).to(device)
+    method = instantiate(cfg.method, _convert_="all")
+    memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
+    logger = Loggers(ConsoleLogger(), FileLogger(Path(out_dir), OmegaConf.to_yaml(resolved)))
+    log.info("class order: %s", order)
+    runner = Runner(model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger)
+    runner.run()
+    logger.run_end(results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    runtime = HydraConfig.get().runtime
+    choices = {k: v for k, v in runtime.choices.items() if not k.startswith("hydra/")}
+    try:
+        results = run(cfg, runtime.output_dir, choices)
+    except UserError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"cl-run: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    # The return value is what Hydra sweepers (e.g. Optuna) optimise.
+    return results.summary()["class_il"]["last_acc"]
+
+
+def main() -> None:
+    check_overrides(sys.argv[1:], Path(CONFIG_DIR))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

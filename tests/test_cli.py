@@ -1,0 +1,82 @@
+"""The installed `cl-run` console script, as a user calls it."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY, cl_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_end_to_end_run_writes_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = cl_run(*TINY, "steps=2", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "summary" in proc.stdout and "after task 1" in proc.stdout
+    for name in ("metrics.json", "metrics.csv", "config.yaml", "train.log", ".hydra/overrides.yaml"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["choices"]["method"] == "finetune" and metrics["choices"]["dataset"] == "synthetic"
+    assert len(metrics["steps"]) == 2
+    assert "task 1 epoch 1" in (out / "train.log").read_text()
+
+
+def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
+    proc = cl_run("-m", *TINY, "steps=1", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 2 and all("seed=" in job for job in jobs)
+    for job in jobs:
+        assert (tmp_path / "sweep" / job / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["method=nope"], "cl-run: error: method=nope is unknown; choose from: finetune, joint"),
+        (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),
+        (["steps=ten"], "cl-run: error: steps='ten' is invalid: expected an integer >= 1"),
+        (["steps=3"], "steps that work: 1, 2, 5, 10"),
+        (["init_classes=200"], "cl-run: error: init_classes=200 is out of range"),
+        (["train.epochz=3"], "cl-run: error: Could not override 'train.epochz'"),
+        (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),
+        (["train.lr=-0.1"], "cl-run: error: train.lr=-0.1 is invalid"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    proc = cl_run(*args, "dataset=synthetic", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    proc = cl_run(
+        "steps=ten",
+        "dataset=synthetic",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    subprocess.run([*pip_wheel, "-w", str(tmp_path), str(ROOT)], check=True, env=env)
+    (wheel,) = tmp_path.glob("cl_runner-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {
+        str(p.relative_to(ROOT)).replace("configs/", "cl_runner/configs/", 1)
+        for p in (ROOT / "configs").rglob("*.yaml")
+    }
+    assert shipped <= names
+    assert "cl_runner/configs/train.yaml" in names

@@ -1,0 +1,80 @@
+"""Every config group value composes; bad values fail with one clear line."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from cl_runner.config import validate
+from cl_runner.errors import ConfigError
+
+from .conftest import make_cfg, options
+
+
+def test_defaults():
+    cfg = make_cfg()
+    assert cfg.steps == 5 and cfg.class_order_seed == 1993 and cfg.init_classes is None
+    assert cfg.dataset.source._target_.endswith("mnist5k")
+    assert cfg.method._target_.endswith("Finetune")
+    assert cfg.backbone._target_.endswith("resnet32")
+    validate(cfg)
+
+
+@pytest.mark.parametrize("group", ["method", "backbone", "dataset", "logger"])
+def test_every_group_option_composes_and_validates(group):
+    assert options(group), f"configs/{group} is empty"
+    for name in options(group):
+        cfg = make_cfg(f"{group}={name}", "device=cpu")
+        OmegaConf.to_container(cfg, resolve=True)
+        validate(cfg)
+
+
+def test_dataset_sets_its_training_defaults_and_command_line_wins():
+    assert make_cfg("dataset=synthetic").train.epochs == 2
+    assert make_cfg("dataset=synthetic", "train.epochs=7").train.epochs == 7
+
+
+def test_override_dataset_root_style_keys():
+    cfg = make_cfg("dataset=synthetic", "dataset.num_classes=20", "steps=4")
+    assert cfg.dataset.source.num_classes == 20
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["steps=ten"], "steps='ten' is invalid: expected an integer >= 1"),
+        (["steps=0"], "steps=0 is invalid: expected an integer >= 1"),
+        (["steps=3"], "steps=3 does not split the 10 classes evenly; steps that work: 1, 2, 5, 10"),
+        (["steps=20"], "steps=20 is more than the 10 classes"),
+        (["init_classes=200"], "init_classes=200 is out of range"),
+        (["init_classes=1.5"], "init_classes=1.5 is invalid"),
+        (["train.lr=-1"], "train.lr=-1 is invalid: expected a number > 0"),
+        (["train.epochs=0"], "train.epochs=0 is invalid"),
+        (["train.batch_size=abc"], "train.batch_size='abc' is invalid"),
+        (["train.momentum=1.5"], "train.momentum=1.5 is invalid"),
+        (
+            ["train.scheduler=step"],
+            "train.scheduler='step' is invalid: choose from multistep, cosine, constant",
+        ),
+        (["train.milestones=[a]"], "train.milestones=['a'] is invalid"),
+        (["train.amp=maybe"], "train.amp='maybe' is invalid: expected true or false"),
+        (["memory.size=-5"], "memory.size=-5 is invalid"),
+        (["memory.size=10", "memory.per_class=2"], "memory.size and memory.per_class are both set"),
+        (["memory.selection=best"], "memory.selection='best' is invalid: choose from herding, random"),
+        (["device=tpu"], "device='tpu' is invalid"),
+        (["seed=-1"], "seed=-1 is invalid"),
+    ],
+)
+def test_bad_values_give_one_clear_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg(*overrides))
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_cuda_requested_without_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        validate(make_cfg("device=cuda"))

@@ -1,0 +1,49 @@
+"""Class-IL and task-IL accuracy from a model whose logits are fixed by hand."""
+
+import pytest
+import torch
+from torch import nn
+
+from cl_runner.data.images import ImageSet
+from cl_runner.data.schedule import Task
+from cl_runner.evaluate import evaluate
+
+
+class FixedLogits(nn.Module):
+    """Returns row i of `table` for the image whose pixel value is i."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float32)
+
+    def forward(self, x):
+        i = x.view(len(x), -1)[:, 0].long()
+        return {"logits": self.table[i], "features": self.table[i]}
+
+
+def test_per_task_class_il_and_task_il():
+    tasks = [Task(0, (7, 3), 0), Task(1, (1, 5), 2)]
+    labels = [0, 1, 2, 3]
+    table = [
+        [5, 1, 9, 0],  # label 0: class-IL says 2 (wrong), own head {0,1} says 0 (right)
+        [0, 4, 1, 1],  # label 1: right in both
+        [1, 0, 3, 7],  # label 2: class-IL 3 (wrong), own head {2,3} says 3 (wrong)
+        [0, 0, 1, 2],  # label 3: right in both
+    ]
+    test = ImageSet(torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1), torch.tensor(labels))
+    ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=3)
+    assert ev.class_il == [50.0, 50.0]
+    assert ev.task_il == [100.0, 50.0]
+    assert ev.seen_acc == 50.0
+    assert ev.seen_acc_task_il == 75.0
+    assert ev.old_acc == 50.0 and ev.new_acc == 50.0
+    assert ev.seen_acc_top5 == 100.0  # 4 classes: top-5 holds them all
+
+
+def test_unseen_classes_are_left_out():
+    tasks = [Task(0, (0, 1), 0)]
+    test = ImageSet(torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1), torch.tensor([0, 1, 2, 3]))
+    table = [[1, 0], [1, 0], [0, 1], [0, 1]]
+    ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=2)
+    assert ev.class_il == [50.0] and ev.seen_acc == pytest.approx(50.0)
+    assert ev.old_acc is None

@@ -1,0 +1,31 @@
+"""End-to-end runs on the embedded real data (minutes); `make test` runs them, `make test-fast` skips."""
+
+import json
+
+import pytest
+
+from .conftest import cl_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_run_on_mnist5k(tmp_path):
+    proc = cl_run(f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["choices"]["dataset"] == "mnist5k" and metrics["finished"]
+    assert len(metrics["steps"]) == 5
+    # Fine-tuning in class-IL: the newest task is learnt, earlier ones are forgotten.
+    assert metrics["steps"][-1]["new_acc"] > 90
+    assert metrics["summary"]["class_il"]["avg_forgetting"] > 50
+
+
+def test_joint_beats_finetune_on_digits(tmp_path):
+    last = {}
+    for method in ("finetune", "joint"):
+        out = tmp_path / method
+        proc = cl_run(f"method={method}", "dataset=digits", f"hydra.run.dir={out}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        last[method] = json.loads((out / "metrics.json").read_text())["summary"]["class_il"]["last_acc"]
+    assert last["joint"] > 85
+    assert last["joint"] > last["finetune"] + 40
