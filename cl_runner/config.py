@@ -112,6 +112,10 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     if per_class and _get(cfg, "memory.size"):
         raise ConfigError("memory.size and memory.per_class are both set; use one (set the other to 0/null)")
     _choice(cfg, "memory.selection", SELECTIONS)
+    _bool(cfg, "sd.enabled")
+    _number(cfg, "sd.T", 0, inclusive=False)
+    for key in ("sd.kl_weight", "sd.mmd_weight", "sd.noise_std"):
+        _number(cfg, key, 0)
     settings = train_settings(cfg)
     if settings.warmup_epochs > settings.epochs:
         raise ConfigError(

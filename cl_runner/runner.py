@@ -15,7 +15,7 @@ from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.evaluate import evaluate, forward_all
-from cl_runner.methods.base import Batch, Method
+from cl_runner.methods.base import Method, TaskData
 from cl_runner.results import Results
 
 
@@ -82,12 +82,12 @@ class Runner:
     def learn(self, task: Task) -> None:
         self.model.add_head(task.size)
         self.method.before_task(task, self.model, self.memory)
-        loader = self.training_loader(task)
+        data = self.training_data(task)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
-        self.train(task, loader)
-        self.method.after_task(task, self.model, self.memory, loader)
+        self.train(task, data)
+        self.method.after_task(task, self.model, self.memory, data)
         seconds = time.perf_counter() - start
         self.memory.update(self.data.train, task.labels, self.embed)
         evaluation = evaluate(
@@ -102,13 +102,13 @@ class Runner:
             evaluation,
             params=sum(p.numel() for p in self.model.parameters()),
             train_seconds=seconds,
-            train_images=len(loader.labels),
+            train_images=data.num_images,
             memory_size=len(self.memory),
             peak_memory_mb=peak_memory_mb(self.device),
         )
         self.logger.task_end(self.results)
 
-    def training_loader(self, task: Task) -> DeviceLoader:
+    def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""
         train = self.data.train
         classes = self.method.training_classes(task)
@@ -116,37 +116,44 @@ class Runner:
         rehearsed = self.memory.indices().to(self.device)
         rehearsed = rehearsed[~fresh[rehearsed]]
         idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
-        return DeviceLoader(
+        loader = DeviceLoader(
             train.images[idx], train.labels[idx], self.settings.batch_size, True, self.generator
         )
+        return TaskData(loader, task, self.augment, self.generator)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return forward_all(self.model, images, self.augment.normalize, self.settings.eval_batch_size)[
             "features"
         ]
 
-    def train(self, task: Task, loader: DeviceLoader) -> None:
+    def train(self, task: Task, data: TaskData) -> None:
         s = self.settings
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        model = torch.compile(self.model) if s.compile else self.model
         if s.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        model = torch.compile(self.model) if s.compile else self.model
+        warmup = self.method.head_warmup_epochs if task.index > 0 else 0
+        self.logger.task_start(task, warmup + s.epochs, len(data))
+        if warmup:
+            # Stage 1 (LwF's warm-up): the new head alone, the extractor frozen in eval mode.
+            self.model.eval()
+            self.run_epochs(task, data, model, list(self.model.heads[-1].parameters()), warmup, "warm-up ")
         self.model.train()
-        self.logger.task_start(task, s.epochs, len(loader))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.run_epochs(task, data, model, params, s.epochs)
 
-        def distort(images: torch.Tensor) -> torch.Tensor:
-            return self.augment(images, self.generator)
-
-        for epoch in range(s.epochs):
+    def run_epochs(
+        self, task: Task, data: TaskData, model, params: list, epochs: int, stage: str = ""
+    ) -> None:
+        s = self.settings
+        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        for epoch in range(epochs):
             for group in optimizer.param_groups:
                 group["lr"] = s.lr * lr_factor(s, epoch)
             # Sums stay on the device and are read once per epoch: no per-batch host sync.
             sums: dict[str, torch.Tensor] = {}
             first_bad = torch.full((), -1, device=self.device)
             started = time.perf_counter()
-            for b, (images, labels) in enumerate(loader):
-                batch = Batch(images, labels, task, distort)
+            for b, batch in enumerate(data):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.amp):
                     loss, parts = self.method.training_loss(batch, model)
                 bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
@@ -154,16 +161,17 @@ class Runner:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                self.method.after_step(self.model, optimizer.param_groups[0]["lr"])
                 for name, value in {"loss": loss.detach(), **parts}.items():
                     sums[name] = sums.get(name, 0) + value.float()
                 self.logger.batch_end()
             bad_batch = int(first_bad)
             if bad_batch >= 0:
                 raise NonFiniteLossError(
-                    f"loss is not finite at task {task.index}, epoch {epoch + 1}, batch {bad_batch + 1}"
-                    " (lower train.lr or check the data)"
+                    f"loss is not finite at task {task.index}, {stage}epoch {epoch + 1}, "
+                    f"batch {bad_batch + 1} (lower train.lr or check the data)"
                 )
-            stats = {name: float(total) / len(loader) for name, total in sums.items()}
-            stats["images_per_s"] = len(loader.labels) / (time.perf_counter() - started)
+            stats = {name: float(total) / len(data) for name, total in sums.items()}
+            stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
             stats["lr"] = optimizer.param_groups[0]["lr"]
             self.logger.epoch_end(task, epoch, stats)

@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,7 @@ from cl_runner.errors import ConfigError, UserError
 from cl_runner.loggers import Loggers
 from cl_runner.loggers.console import ConsoleLogger
 from cl_runner.loggers.files import FileLogger
+from cl_runner.methods.sd import SelfDistillation
 from cl_runner.models import IncrementalNet
 from cl_runner.paths import config_dir
 from cl_runner.preflight import check_overrides
@@ -51,8 +53,18 @@ def prepare_data(splits: Splits, order: list[int], device: torch.device) -> Spli
     return Splits(prepare(splits.train), prepare(splits.test))
 
 
-def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Results:
-    """One experiment from a composed config. `choices` names the picked config of each group."""
+def build(node: DictConfig, **kwargs):
+    """`instantiate`, with a user error raised inside a constructor passed through as itself."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
+def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Runner:
+    """Everything a run needs, built from the composed config's plain values."""
     settings, device = validate(cfg)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.dataset)
@@ -68,18 +80,25 @@ def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Re
         channels_last=settings.channels_last,
     )
 
-    backbone = instantiate(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
+    backbone = build(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
     model = IncrementalNet(backbone).to(device)
-    method = instantiate(cfg.method, _convert_="all")
+    method = build(cfg.method)
+    if cfg.sd.enabled:
+        method = SelfDistillation(method, cfg.sd.T, cfg.sd.kl_weight, cfg.sd.mmd_weight, cfg.sd.noise_std)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
     logger = Loggers(ConsoleLogger(), FileLogger(Path(out_dir), OmegaConf.to_yaml(resolved)))
     log.info("class order: %s", order)
-    runner = Runner(model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger)
-    runner.run()
-    logger.run_end(results)
+    return Runner(model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger)
+
+
+def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Results:
+    """One experiment from a composed config. `choices` names the picked config of each group."""
+    runner = build_runner(cfg, out_dir, choices)
+    results = runner.run()
+    runner.logger.run_end(results)
     return results
 
 

@@ -1,34 +1,67 @@
 """The method interface. The runner owns the loop (optimizer, schedule, AMP, backward, step,
 evaluation, logging); a method adds only what makes it that method."""
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.schedule import Task
+from cl_runner.errors import ConfigError
+
+
+def require(condition: bool, message: str) -> None:
+    """Method constructors check their parameters with this: a bad value is a ConfigError."""
+    if not condition:
+        raise ConfigError(message)
 
 
 @dataclass
 class Batch:
-    """The raw batch: uint8 images and labels on the device, plus the augmentation.
+    """The raw batch: uint8 images and labels on the device, plus how to turn them into inputs.
 
     `view()` returns a freshly distorted, normalised float view on every call, so a method can
-    draw one view (most methods) or several (SD).
+    draw one view (most methods) or several (SD); `clean()` is the undistorted input.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     task: Task
-    augment: Callable[[torch.Tensor], torch.Tensor]
+    augment: Augment
+    generator: torch.Generator
 
     def view(self) -> torch.Tensor:
-        return self.augment(self.images)
+        return self.augment(self.images, self.generator)
+
+    def clean(self) -> torch.Tensor:
+        return self.augment.normalize(self.images)
+
+
+class TaskData:
+    """The task's training data (new classes plus exemplars) as an iterable of `Batch`es."""
+
+    def __init__(self, loader: DeviceLoader, task: Task, augment: Augment, generator: torch.Generator):
+        self.loader, self.task, self.augment, self.generator = loader, task, augment, generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.loader.labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels in self.loader:
+            yield Batch(images, labels, self.task, self.augment, self.generator)
 
 
 class Method:
+    #: epochs that train only the new head, feature extractor frozen, before normal training
+    head_warmup_epochs: int = 0
+
     def training_classes(self, task: Task) -> range:
         """Labels whose training data the runner feeds in this task (memory comes on top)."""
         return task.labels
@@ -36,13 +69,19 @@ class Method:
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         """Called after the runner added the task's head; snapshot teachers, grow networks."""
 
-    def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
         """Cross-entropy over all seen classes' logits (class-IL)."""
+        return F.cross_entropy(logits, labels)
+
+    def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         logits = model(batch.view())["logits"]
-        loss = F.cross_entropy(logits, batch.labels)
+        loss = self.classification_loss(logits, batch.labels, batch.task)
         return loss, {"ce": loss.detach()}
 
-    def after_task(self, task: Task, model: nn.Module, memory, loader) -> None:
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        """Called after every optimizer step (MAS applies its proximal update here)."""
+
+    def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
         """Called after training on the task, before evaluation (importance, pruning, ...)."""
 
     def state_dict(self) -> dict:

@@ -1,0 +1,147 @@
+"""Memory Aware Synapses (Aljundi et al., ECCV 2018).
+
+After task t, the importance of every parameter is how strongly the squared L2 norm of the
+network's output reacts to it, averaged over the task's training data (no labels needed):
+
+    Omega_ij = 1/N sum_k | d ||F(x_k; theta)||_2^2 / d theta_ij |                        (eq. 4 and 10)
+
+and training on later tasks adds
+
+    L(theta) = L_new(theta) + lambda * sum_ij Omega_ij (theta_ij - theta*_ij)^2             (eq. 3)
+
+with theta* the parameters after task t. The objective is the paper's; `update` says how SGD meets
+the quadratic term. Omega_ij reaches the hundreds when logits are large, and a plain gradient step
+on lambda*Omega*(theta - theta*)^2 diverges once lr*2*lambda*Omega exceeds 2(1 + momentum).
+`update="proximal"` (default) therefore takes the SGD step on the task loss, then the exact
+minimiser of the penalty's proximal problem, theta* + (theta - theta*) / (1 + 2*lr*lambda*Omega):
+the same fixed points, first-order identical to the gradient step, stable for any step size.
+`update="gradient"` backpropagates the penalty with the loss, literally as eq. 3 is written.
+
+`importance="batch"` takes |gradient of the batch sum| per batch, as the official code does
+(exact for batch size 1); `importance="sample"` takes exact per-sample gradients with torch.func
+(one batched vmap per batch, never a loop over samples). Importances accumulate over tasks by
+sum (default) or FACIL's fusion alpha*old + (1-alpha)*new.
+F is the whole class-IL output (all heads so far); heads added later carry no importance.
+"""
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from cl_runner.data.schedule import Task
+from cl_runner.methods.base import Batch, Method, TaskData, require
+
+
+def batch_importance(model: nn.Module, data, inputs) -> dict[str, torch.Tensor]:
+    """(1/N) sum over batches of |d sum_{k in batch} ||F(x_k)||^2 / d theta|."""
+    params = dict(model.named_parameters())
+    omega = {name: torch.zeros_like(p) for name, p in params.items()}
+    count = 0
+    for batch in data:
+        x = inputs(batch)
+        squared_norm = model(x)["logits"].pow(2).sum()
+        grads = torch.autograd.grad(squared_norm, list(params.values()), allow_unused=True)
+        for (name, _), g in zip(params.items(), grads, strict=True):
+            if g is not None:
+                omega[name] += g.abs()
+        count += len(x)
+    return {name: value / count for name, value in omega.items()}
+
+
+def sample_importance(model: nn.Module, data, inputs, chunk_size: int | None) -> dict[str, torch.Tensor]:
+    """(1/N) sum over samples of |d ||F(x_k)||^2 / d theta|, per-sample gradients via vmap."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def squared_norm(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"].pow(2).sum()
+
+    per_sample = vmap(grad(squared_norm), in_dims=(None, 0), chunk_size=chunk_size)
+    omega = {name: torch.zeros_like(p) for name, p in params.items()}
+    count = 0
+    for batch in data:
+        x = inputs(batch)
+        for name, g in per_sample(params, x).items():
+            omega[name] += g.abs().sum(0)
+        count += len(x)
+    return {name: value / count for name, value in omega.items()}
+
+
+class MAS(Method):
+    def __init__(
+        self,
+        lamb: float = 1.0,
+        importance: str = "batch",
+        accumulate: str = "sum",
+        alpha: float = 0.5,
+        sample_chunk: int | None = 32,
+        update: str = "proximal",
+    ):
+        require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
+        require(importance in ("batch", "sample"), f"method.importance={importance!r}: choose batch, sample")
+        require(accumulate in ("sum", "alpha"), f"method.accumulate={accumulate!r}: choose sum, alpha")
+        require(0 <= alpha <= 1, f"method.alpha={alpha} is invalid: expected a number in [0, 1]")
+        require(update in ("proximal", "gradient"), f"method.update={update!r}: choose proximal, gradient")
+        self.lamb, self.importance, self.accumulate = lamb, importance, accumulate
+        self.alpha, self.sample_chunk, self.update = alpha, sample_chunk, update
+        self.omega: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """sum_ij Omega_ij (theta_ij - theta*_ij)^2 over the parameters that have an importance."""
+        terms = [
+            (self.omega[name] * (p - self.anchor[name]).pow(2)).sum()
+            for name, p in model.named_parameters()
+            if name in self.omega
+        ]
+        return torch.stack(terms).sum()
+
+    def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
+        ce, parts = super().training_loss(batch, model)
+        if not self.omega:
+            return ce, parts
+        if self.update == "gradient":
+            reg = self.penalty(model)
+            return ce + self.lamb * reg, {**parts, "mas": reg.detach()}
+        with torch.no_grad():  # reported only: after_step applies the penalty exactly
+            reg = self.penalty(model)
+        return ce + self.lamb * reg, {**parts, "mas": reg}
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        """Proximal step: argmin_t lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 lr), per parameter."""
+        if self.update != "proximal" or not self.omega:
+            return
+        for name, p in model.named_parameters():
+            if name in self.omega:
+                anchor = self.anchor[name]
+                p.sub_(anchor).div_(1 + 2 * lr * self.lamb * self.omega[name]).add_(anchor)
+
+    def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
+        # The clean (undistorted) inputs, in eval mode: importance describes the trained network.
+        was_training = model.training
+        model.eval()
+        if self.importance == "batch":
+            omega = batch_importance(model, data, Batch.clean)
+        else:
+            omega = sample_importance(model, data, Batch.clean, self.sample_chunk)
+        model.train(was_training)
+        return omega
+
+    def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
+        new = self.task_importance(model, data)
+        for name, value in new.items():
+            old = self.omega.get(name)
+            if old is None:
+                self.omega[name] = value
+            elif self.accumulate == "sum":
+                self.omega[name] = old + value
+            else:
+                self.omega[name] = self.alpha * old + (1 - self.alpha) * value
+        self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    def state_dict(self) -> dict:
+        return {"omega": self.omega, "anchor": self.anchor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.omega, self.anchor = state["omega"], state["anchor"]

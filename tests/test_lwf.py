@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from cl_runner.data.memory import ExemplarMemory
+from cl_runner.data.schedule import Task
+from cl_runner.errors import ConfigError
+from cl_runner.methods.lwf import LwF, distillation
+from cl_runner.train import build_runner, run
+
+from .tiny import linear_net, make_batch
+
+TASK0, TASK1 = Task(0, (0, 1), 0), Task(1, (2, 3), 2)
+
+
+def sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def test_lwf_loss_by_hand():
+    # Features of the one sample: pixels (255, 0) / 255 = (1, 0). Label 2 = class 0 of the new head.
+    net = linear_net([[1, 0], [0, 1]], [[1, 1], [0, -1]])
+    lwf = LwF(lamb=1.0, T=2.0)
+    lwf.before_task(TASK1, net, ExemplarMemory())
+    with torch.no_grad():
+        net.heads[0].weight[0, 0] = 2.0  # the student's old head drifts after the snapshot
+    loss, parts = lwf.training_loss(make_batch([[255, 0]], [2], TASK1), net)
+    # Student logits: old head (2, 0), new head (1, 0). Teacher old logits: (1, 0).
+    ce = math.log(1 + math.exp(-1))  # -log softmax((1, 0))[0]
+    p_t = [sigmoid(0.5), 1 - sigmoid(0.5)]  # softmax((1, 0) / 2)
+    p_s = [sigmoid(1.0), 1 - sigmoid(1.0)]  # softmax((2, 0) / 2)
+    kd = 4 * sum(t * math.log(t / s) for t, s in zip(p_t, p_s, strict=True))  # T^2 KL(p_t || p_s)
+    assert parts["ce"].item() == pytest.approx(ce, abs=1e-6)
+    assert parts["kd"].item() == pytest.approx(kd, abs=1e-6)
+    assert loss.item() == pytest.approx(ce + kd, abs=1e-6)
+
+
+def test_lambda_scales_distillation_only():
+    net = linear_net([[1, 0], [0, 1]], [[1, 1], [0, -1]])
+    batch = make_batch([[255, 0], [0, 255]], [2, 3], TASK1)
+    losses = {}
+    for lamb in (0.0, 3.0):
+        lwf = LwF(lamb=lamb)
+        lwf.before_task(TASK1, net, ExemplarMemory())
+        with torch.no_grad():
+            lwf.teacher.heads[0].weight.mul_(-1)  # make the teacher disagree
+        losses[lamb], parts = lwf.training_loss(batch, net)
+    assert losses[3.0].item() == pytest.approx(losses[0.0].item() + 3 * parts["kd"].item(), rel=1e-6)
+
+
+def test_distillation_vanishes_when_student_equals_teacher():
+    z = torch.randn(5, 4)
+    assert distillation(z, z, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation(z, z + 1.0, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # softmax ignores shifts
+    assert distillation(z, z * 2, 2.0).item() > 1e-4
+
+
+def test_first_task_is_plain_cross_entropy():
+    net = linear_net([[1, 0], [0, 1]])
+    lwf = LwF()
+    lwf.before_task(TASK0, net, ExemplarMemory())
+    loss, parts = lwf.training_loss(make_batch([[255, 0]], [0], TASK0), net)
+    assert lwf.teacher is None and "kd" not in parts
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+
+
+def test_with_exemplars_ce_covers_all_seen_classes():
+    net = linear_net([[1, 0], [0, 1]], [[1, 1], [0, -1]])
+    memory = ExemplarMemory(size=2)
+    memory.by_class = {0: torch.tensor([0]), 1: torch.tensor([1])}
+    lwf = LwF(lamb=0.0)
+    lwf.before_task(TASK1, net, memory)
+    _, parts = lwf.training_loss(make_batch([[255, 0]], [0], TASK1), net)
+    # logits (1, 0, 1, 0), label 0: -log(e / (2e + 2))
+    assert parts["ce"].item() == pytest.approx(-math.log(math.e / (2 * math.e + 2)), abs=1e-6)
+
+
+def test_teacher_is_frozen_and_never_changes(tiny_cfg, tmp_path):
+    runner = build_runner(tiny_cfg("method=lwf", "steps=2", "train.epochs=2"), tmp_path)
+    runner.learn(runner.tasks[0])
+    runner.model.add_head(runner.tasks[1].size)
+    runner.method.before_task(runner.tasks[1], runner.model, runner.memory)
+    teacher = runner.method.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = [p.clone() for p in runner.model.backbone.parameters()]
+    runner.train(runner.tasks[1], runner.training_data(runner.tasks[1]))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():  # weights and BatchNorm statistics
+        assert torch.equal(value, before[key]), key
+    assert any(
+        not torch.equal(a, b) for a, b in zip(student_before, runner.model.backbone.parameters(), strict=True)
+    )
+
+
+def test_warmup_trains_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp_path):
+    runner = build_runner(tiny_cfg("method=lwf", "method.warmup_epochs=2", "steps=2"), tmp_path)
+    runner.learn(runner.tasks[0])
+    extractor = lambda: [t.clone() for t in runner.model.backbone.state_dict().values()]  # noqa: E731
+    calls, original = [], runner.run_epochs
+
+    def spy(task, data, model, params, epochs, stage=""):
+        before = extractor()
+        original(task, data, model, params, epochs, stage)
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, extractor(), strict=True))
+        calls.append((epochs, {id(p) for p in params}, runner.model.training, stage, unchanged))
+
+    runner.run_epochs = spy
+    runner.model.add_head(runner.tasks[1].size)
+    runner.method.before_task(runner.tasks[1], runner.model, runner.memory)
+    runner.train(runner.tasks[1], runner.training_data(runner.tasks[1]))
+    head_ids = {id(p) for p in runner.model.heads[-1].parameters()}
+    # Stage 1: 2 epochs, new head only, extractor in eval mode, weights and BN statistics untouched.
+    assert calls[0] == (2, head_ids, False, "warm-up ", True)
+    # Stage 2: the configured epochs, every parameter, train mode, extractor moves.
+    epochs, params, training, _, unchanged = calls[1]
+    assert epochs == 1 and training and params > head_ids and not unchanged
+
+
+def test_lwf_runs_with_exemplars(tiny_cfg, tmp_path):
+    results = run(tiny_cfg("method=lwf", "memory.size=20", "steps=2"), tmp_path)
+    assert [s["train_images"] for s in results.steps] == [100, 120]
+
+
+def test_bad_parameters():
+    with pytest.raises(ConfigError, match="method.T=0 is invalid"):
+        LwF(T=0)
