@@ -18,7 +18,7 @@ def test_defaults():
     validate(cfg)
 
 
-@pytest.mark.parametrize("group", ["method", "backbone", "dataset", "logger"])
+@pytest.mark.parametrize("group", ["method", "backbone", "dataset", "logger", "experiment"])
 def test_every_group_option_composes_and_validates(group):
     assert options(group), f"configs/{group} is empty"
     for name in options(group):
