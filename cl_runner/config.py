@@ -91,6 +91,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         amp=_bool(cfg, "train.amp"),
         channels_last=_bool(cfg, "train.channels_last"),
         compile=_bool(cfg, "train.compile"),
+        precise_bn=_bool(cfg, "train.precise_bn"),
     )
 
 
@@ -116,6 +117,9 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     _number(cfg, "sd.T", 0, inclusive=False)
     for key in ("sd.kl_weight", "sd.mmd_weight", "sd.noise_std"):
         _number(cfg, key, 0)
+    _bool(cfg, "logger.plots")
+    if _get(cfg, "logger.wandb") is not None:
+        _choice(cfg, "logger.wandb.mode", ("auto", "online", "offline", "disabled"))
     settings = train_settings(cfg)
     if settings.warmup_epochs > settings.epochs:
         raise ConfigError(

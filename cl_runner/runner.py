@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from cl_runner.batchnorm import recalibrate
 from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.memory import ExemplarMemory
@@ -34,6 +35,7 @@ class TrainSettings:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    precise_bn: bool = True
 
 
 def lr_factor(s: TrainSettings, epoch: int) -> float:
@@ -87,6 +89,8 @@ class Runner:
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         self.train(task, data)
+        if self.settings.precise_bn:
+            recalibrate(self.model, (batch.view() for batch in data))
         self.method.after_task(task, self.model, self.memory, data)
         seconds = time.perf_counter() - start
         self.memory.update(self.data.train, task.labels, self.embed)

@@ -27,6 +27,7 @@ from cl_runner.errors import ConfigError, UserError
 from cl_runner.loggers import Loggers
 from cl_runner.loggers.console import ConsoleLogger
 from cl_runner.loggers.files import FileLogger
+from cl_runner.loggers.plots import PlotLogger
 from cl_runner.methods.sd import SelfDistillation
 from cl_runner.models import IncrementalNet
 from cl_runner.paths import config_dir
@@ -63,6 +64,17 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
+def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict) -> Loggers:
+    loggers = [ConsoleLogger(), FileLogger(out_dir, OmegaConf.to_yaml(resolved))]
+    if cfg.plots:
+        loggers.append(PlotLogger(out_dir))
+    if cfg.wandb is not None:
+        from cl_runner.loggers.wandb import WandbLogger
+
+        loggers.append(WandbLogger(out_dir, resolved, choices, **OmegaConf.to_container(cfg.wandb)))
+    return Loggers(*loggers)
+
+
 def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Runner:
     """Everything a run needs, built from the composed config's plain values."""
     settings, device = validate(cfg)
@@ -89,7 +101,7 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
-    logger = Loggers(ConsoleLogger(), FileLogger(Path(out_dir), OmegaConf.to_yaml(resolved)))
+    logger = build_loggers(cfg.logger, Path(out_dir), resolved, results.choices)
     log.info("class order: %s", order)
     return Runner(model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger)
 

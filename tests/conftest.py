@@ -22,7 +22,7 @@ def options(group: str) -> list[str]:
 
 
 # A run small enough for a unit test: synthetic data, tiny backbone, one epoch.
-TINY = ["dataset=synthetic", "backbone=resnet20", "train.epochs=1", "device=cpu"]
+TINY = ["dataset=synthetic", "backbone=resnet20", "train.epochs=1", "device=cpu", "logger=local"]
 
 
 def cl_run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,266 @@
+"""`cl-report PATH...`: many runs -> the tables papers print.
+
+Reads run folders (anything holding a metrics.json, multirun folders included), groups runs by
+their config without the seed, and reports mean ± std over seeds (sample std, n-1) of average
+incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL. A preset that
+carries the paper's numbers (`paper: {avg_incremental_acc, last_acc}`) adds a paper column and
+the difference. Writes report.md, report.csv and report_curves.png; broken or unfinished runs
+are listed as skipped with the reason.
+"""
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = ("class_il", "task_il")
+METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
+SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
+NOT_GROUPED = ("seed", "device", "resume", "logger")  # keys that do not make runs different experiments
+
+
+@dataclass
+class Group:
+    columns: dict[str, str]  # method, dataset, backbone, schedule, and what else tells it apart
+    runs: list[dict] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return " | ".join(v for v in self.columns.values() if v)
+
+    @property
+    def seeds(self) -> list:
+        return [run["config"].get("seed") for run in self.runs]
+
+    def values(self, kind: str, metric: str) -> list[float]:
+        return [run["summary"][kind][metric] for run in self.runs if run["summary"][kind][metric] is not None]
+
+    @property
+    def paper(self) -> dict:
+        return self.runs[0]["config"].get("paper") or {}
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def fmt(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    found = []
+    for path in paths:
+        if path.is_file() and path.name == "metrics.json":
+            found.append(path.parent)
+        elif (path / "metrics.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p.parent for p in path.rglob("metrics.json"))
+    return found
+
+
+def load(folder: Path) -> tuple[dict | None, str | None]:
+    """The run's metrics, or None and why it is skipped."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError) as error:
+        return None, f"unreadable metrics.json ({type(error).__name__})"
+    if not isinstance(metrics, dict) or not {"config", "summary", "steps"} <= metrics.keys():
+        return None, "metrics.json lacks config/summary/steps"
+    if not metrics.get("finished", False):
+        total = len(metrics.get("accuracy_matrix", {}).get("class_il", [[]])[0])
+        return None, f"unfinished ({len(metrics['steps'])} of {total} steps)"
+    return metrics, None
+
+
+def group_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED}, sort_keys=True, default=str)
+
+
+def columns_of(run: dict) -> dict[str, str]:
+    config, choices = run["config"], run.get("choices", {})
+    method = choices.get("method", "?")
+    if config.get("sd", {}).get("enabled") and method != "sd":
+        method += "+sd"
+    base = config.get("init_classes") or 0
+    return {
+        "method": method,
+        "dataset": choices.get("dataset", "?"),
+        "backbone": choices.get("backbone", "?"),
+        "schedule": f"B{base} {config.get('steps')} steps",
+        "differs": "",
+    }
+
+
+def group_runs(folders: list[Path]) -> tuple[list[Group], list[tuple[Path, str]]]:
+    groups: dict[str, Group] = {}
+    skipped = []
+    for folder in folders:
+        run, why = load(folder)
+        if run is None:
+            skipped.append((folder, why))
+            continue
+        group = groups.setdefault(group_key(run["config"]), Group(columns_of(run)))
+        group.runs.append(run)
+        group.paths.append(folder)
+    # Same label, different configs: name the keys that differ so rows can be told apart.
+    by_label: dict[str, list[Group]] = {}
+    for g in groups.values():
+        by_label.setdefault(g.label, []).append(g)
+    for same in by_label.values():
+        if len(same) > 1:
+            for g in same:
+                g.columns["differs"] = differing(g, same)
+    return list(groups.values()), skipped
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differing(group: Group, others: list[Group]) -> str:
+    mine = _flat(group.runs[0]["config"])
+    keys = sorted(
+        k
+        for o in others
+        for k, v in _flat(o.runs[0]["config"]).items()
+        if k.split(".")[0] not in NOT_GROUPED and mine.get(k) != v
+    )
+    return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
+
+
+def rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "dataset", "backbone", "schedule", "differs", "seeds"]
+    header += [f"{kind.replace('_il', '-IL')} {SHORT[m]}" for kind in KINDS for m in METRICS]
+    with_paper = any(g.paper for g in groups)
+    if with_paper:
+        header += ["paper avg", "paper last", "Δ avg", "Δ last"]
+    table = []
+    for g in sorted(groups, key=lambda g: g.label):
+        row = [*g.columns.values(), str(len(g.runs))]
+        row += [fmt(*mean_std(g.values(kind, m))) for kind in KINDS for m in METRICS]
+        if with_paper:
+            paper = g.paper
+            ours = {m: mean_std(g.values("class_il", m))[0] for m in ("avg_incremental_acc", "last_acc")}
+            row += [fmt(paper.get(m), None) for m in ("avg_incremental_acc", "last_acc")]
+            row += [
+                fmt(ours[m] - paper[m], None) if paper.get(m) is not None and ours[m] is not None else "-"
+                for m in ("avg_incremental_acc", "last_acc")
+            ]
+        table.append(row)
+    return header, table
+
+
+def markdown(header: list[str], table: list[list[str]], skipped: list[tuple[Path, str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    if skipped:
+        lines += ["", "Skipped:"] + [f"- {path}: {why}" for path, why in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(groups: list[Group], path: Path) -> None:
+    """Seen-class accuracy per step: mean line with a ±1 std band over seeds, one line per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g in sorted(groups, key=lambda g: g.label):
+        curves = [[s["seen_acc"] for s in run["steps"]] for run in g.runs]
+        length = min(len(c) for c in curves)
+        stats = [mean_std([c[t] for c in curves]) for t in range(length)]
+        mean = [m for m, _ in stats]
+        std = [s or 0.0 for _, s in stats]
+        x = list(range(length))
+        ax.plot(x, mean, marker="o", label=f"{g.label} (n={len(g.runs)})")
+        ax.fill_between(
+            x,
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
+            alpha=0.2,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy on all seen classes (%, class-IL)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(paths: list[Path], out_dir: Path) -> tuple[list[Group], list[tuple[Path, str]]]:
+    groups, skipped = group_runs(find_runs(paths))
+    header, table = rows(groups)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(markdown(header, table, skipped))
+    with (out_dir / "report.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *table])
+    if groups:
+        plot_curves(groups, out_dir / "report_curves.png")
+    return groups, skipped
+
+
+def print_table(header: list[str], table: list[list[str]], skipped) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="class-incremental results (mean ± std over seeds, %)", title_justify="left")
+    for i, column in enumerate(header):
+        t.add_column(column, justify="left" if i == 0 else "right")
+    for row in table:
+        t.add_row(*row)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=220)  # files and pipes get the whole row, not 80 columns
+    console.print(t)
+    for path, why in skipped:
+        console.print(f"[yellow]skipped[/yellow] {path}: {why}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cl-report", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run folders or multirun folders")
+    parser.add_argument("--out", type=Path, help="where report.md/csv/png go (default: the first path)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"cl-report: error: no such path: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    out_dir = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
+    groups, skipped = report(args.paths, out_dir)
+    if not groups:
+        print(f"cl-report: error: no finished runs under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        for path, why in skipped:
+            print(f"  skipped {path}: {why}", file=sys.stderr)
+        return 2
+    header, table = rows(groups)
+    print_table(header, table, skipped)
+    print(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {out_dir / 'report_curves.png'}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`cl-report` on run folders whose numbers are known."""
+
+import csv
+import json
+
+import pytest
+
+from cl_runner.report import main, mean_std
+
+
+def write_run(
+    folder, method, seed, class_il_avg, class_il_last, forgetting=None, paper=None, finished=True, steps=2
+):
+    folder.mkdir(parents=True)
+    summary = {
+        "avg_incremental_acc": class_il_avg,
+        "last_acc": class_il_last,
+        "avg_forgetting": forgetting,
+        "bwt": None,
+    }
+    config = {
+        "seed": seed,
+        "steps": steps,
+        "init_classes": None,
+        "train": {"lr": 0.1},
+        "sd": {"enabled": False},
+    }
+    if paper:
+        config["paper"] = paper
+    metrics = {
+        "config": config,
+        "choices": {"method": method, "dataset": "mnist5k", "backbone": "resnet32"},
+        "finished": finished,
+        "accuracy_matrix": {
+            "class_il": [[90.0, None], [40.0, 95.0]],
+            "task_il": [[90.0, None], [80.0, 95.0]],
+        },
+        "summary": {"class_il": summary, "task_il": {**summary, "last_acc": class_il_last + 10}},
+        "steps": [{"seen_acc": class_il_avg + 10}, {"seen_acc": class_il_last}][: steps if finished else 1],
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def multirun(tmp_path):
+    root = tmp_path / "multirun"
+    write_run(root / "method=finetune,seed=0", "finetune", 0, 50.0, 20.0, forgetting=70.0)
+    write_run(root / "method=finetune,seed=1", "finetune", 1, 54.0, 24.0, forgetting=76.0)
+    write_run(
+        root / "method=joint,seed=0",
+        "joint",
+        0,
+        90.0,
+        88.0,
+        paper={"avg_incremental_acc": 91.5, "last_acc": 87.0},
+    )
+    write_run(
+        root / "method=joint,seed=1",
+        "joint",
+        1,
+        96.0,
+        92.0,
+        paper={"avg_incremental_acc": 91.5, "last_acc": 87.0},
+    )
+    write_run(root / "method=joint,seed=2", "joint", 2, 0.0, 0.0, finished=False)
+    (root / "broken").mkdir()
+    (root / "broken" / "metrics.json").write_text("{not json")
+    return root
+
+
+def test_means_stds_and_paper_column(multirun, capsys):
+    assert main([str(multirun)]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((multirun / "report.csv").open())}
+    # finetune: avg (50, 54) -> 52 ± 2.83 (sample std: sqrt(8)); last (20, 24) -> 22 ± 2.83
+    assert rows["finetune"]["class-IL avg"] == "52.00 ± 2.83"
+    assert rows["finetune"]["class-IL last"] == "22.00 ± 2.83"
+    assert rows["finetune"]["class-IL forgetting"] == "73.00 ± 4.24"  # (70, 76): sqrt(18)
+    assert rows["finetune"]["class-IL BWT"] == "-"
+    assert rows["finetune"]["task-IL last"] == "32.00 ± 2.83"
+    assert rows["finetune"]["seeds"] == "2" and rows["joint"]["seeds"] == "2"
+    # joint: avg (90, 96) -> 93 ± 4.24, paper 91.5 -> +1.50; last (88, 92) -> 90, paper 87 -> +3.00
+    assert rows["joint"]["class-IL avg"] == "93.00 ± 4.24"
+    assert rows["joint"]["paper avg"] == "91.50" and rows["joint"]["Δ avg"] == "1.50"
+    assert rows["joint"]["paper last"] == "87.00" and rows["joint"]["Δ last"] == "3.00"
+    assert rows["finetune"]["paper avg"] == "-"
+    out = capsys.readouterr().out
+    assert "skipped" in out and "unfinished (1 of 2 steps)" in out and "unreadable metrics.json" in out
+    md = (multirun / "report.md").read_text()
+    assert "| joint | mnist5k | resnet32 | B0 2 steps |  | 2 | 93.00 ± 4.24 |" in md
+    assert "Skipped:" in md
+    png = (multirun / "report_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_runs_differing_in_a_hidden_key_are_separate_rows(tmp_path):
+    write_run(tmp_path / "a", "finetune", 0, 50.0, 20.0)
+    write_run(tmp_path / "b", "finetune", 0, 60.0, 30.0)
+    cfg_b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    cfg_b["config"]["train"]["lr"] = 0.01
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps(cfg_b))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    assert sorted(r["differs"] for r in rows) == ["train.lr=0.01", "train.lr=0.1"]
+
+
+def test_mean_std():
+    assert mean_std([1.0]) == (1.0, None)
+    assert mean_std([]) == (None, None)
+    m, s = mean_std([2.0, 4.0, 6.0])
+    assert m == 4.0 and s == pytest.approx(2.0)
+
+
+def test_nothing_to_report_is_exit_code_2(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "no such path" in capsys.readouterr().err
