@@ -108,6 +108,8 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     task_sizes(num_classes, steps, init_classes)  # raises with the values that work
     _int(cfg, "class_order_seed", 0, optional=True)
     _int(cfg, "seed", 0)
+    _int(cfg, "checkpoint.every_epochs", 0)
+    _bool(cfg, "resume")
     _int(cfg, "memory.size", 0)
     per_class = _int(cfg, "memory.per_class", 1, optional=True)
     if per_class and _get(cfg, "memory.size"):
@@ -118,8 +120,7 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     for key in ("sd.kl_weight", "sd.mmd_weight", "sd.noise_std"):
         _number(cfg, key, 0)
     _bool(cfg, "logger.plots")
-    if _get(cfg, "logger.wandb") is not None:
-        _choice(cfg, "logger.wandb.mode", ("auto", "online", "offline", "disabled"))
+    _choice(cfg, "logger.mode", ("auto", "online", "offline", "disabled"))
     settings = train_settings(cfg)
     if settings.warmup_epochs > settings.epochs:
         raise ConfigError(

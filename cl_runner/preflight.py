@@ -64,3 +64,32 @@ def check_overrides(argv: list[str], configs: Path) -> None:
                 compose("train", overrides=args)
         except (HydraException, OmegaConfBaseException) as error:
             _fail(_one_line(error))
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """`resume=PATH` (or `resume=true hydra.run.dir=PATH`): continue the run in PATH with the
+    overrides it was started with; overrides given now replace those keys (and a change that
+    alters the experiment is refused later, naming the keys)."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not values or values[-1].lower() in ("false", "null"):
+        return argv
+    folder = values[-1]
+    if folder.lower() == "true":
+        run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+        if not run_dirs:
+            _fail("resume=true needs the run folder: add hydra.run.dir=PATH, or use resume=PATH")
+        folder = run_dirs[-1]
+    saved_file = Path(folder) / ".hydra" / "overrides.yaml"
+    if not saved_file.is_file():
+        _fail(f"resume={folder}: not a cl-run run folder (no .hydra/overrides.yaml)")
+    import yaml
+
+    saved = yaml.safe_load(saved_file.read_text()) or []
+    given = [a for a in argv if not a.startswith(("resume=", "hydra.run.dir="))]
+    given_keys = {a.split("=", 1)[0].lstrip("+~") for a in given if "=" in a}
+    kept = [
+        o
+        for o in saved
+        if not o.startswith(("resume=", "hydra.")) and o.split("=", 1)[0].lstrip("+~") not in given_keys
+    ]
+    return [*kept, *given, f"hydra.run.dir={folder}", "resume=true"]

@@ -51,6 +51,12 @@ class Results:
     def summary(self) -> dict[str, dict]:
         return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in KINDS}
 
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self.steps = state["rows"], state["steps"]
+
     def to_dict(self) -> dict:
         return {
             "config": self.config,

@@ -3,13 +3,17 @@ evaluation; the method only supplies its loss and its before/after-task hooks.""
 
 import math
 import resource
+import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
+from cl_runner.checkpoint import Position, position_dict, rng_state, set_rng_state
 from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.memory import ExemplarMemory
@@ -56,6 +60,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written at the last finished batch."""
+
+    def __init__(self, signum: int, folder: Path):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.folder = signum, folder
+
+
 class Runner:
     def __init__(
         self,
@@ -70,20 +82,35 @@ class Runner:
         seed: int,
         results: Results,
         logger,
+        out_dir: Path,
+        every_epochs: int = 1,
     ):
         self.model, self.method, self.memory, self.data = model, method, memory, data
         self.tasks, self.settings, self.augment, self.device = tasks, settings, augment, device
         self.results, self.logger = results, logger
+        self.out_dir, self.every_epochs = Path(out_dir), every_epochs
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.position = Position()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.pending: dict | None = None  # optimizer state and epoch order of a mid-stage resume
+        self.signal: int | None = None
 
+    # -- the schedule --------------------------------------------------------------------------
     def run(self) -> Results:
-        for task in self.tasks:
-            self.learn(task)
+        handlers = self.catch_signals()
+        try:
+            for task in self.tasks[self.position.task :]:
+                self.learn(task)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
         return self.results
 
     def learn(self, task: Task) -> None:
-        self.model.add_head(task.size)
-        self.method.before_task(task, self.model, self.memory)
+        if self.position.fresh:
+            self.model.add_head(task.size)
+            self.method.before_task(task, self.model, self.memory)
+            self.position = Position(task.index, self.stages(task)[0][0], fresh=False)
         data = self.training_data(task)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -110,6 +137,9 @@ class Runner:
             memory_size=len(self.memory),
             peak_memory_mb=peak_memory_mb(self.device),
         )
+        self.position = Position(task.index + 1)
+        self.optimizer = None
+        self.save_checkpoint()
         self.logger.task_end(self.results)
 
     def training_data(self, task: Task) -> TaskData:
@@ -130,52 +160,122 @@ class Runner:
             "features"
         ]
 
+    # -- training ------------------------------------------------------------------------------
+    def stages(self, task: Task) -> list[tuple[str, int]]:
+        """LwF's warm-up (the new head alone, extractor frozen) when asked for, then the main stage."""
+        warmup = self.method.head_warmup_epochs if task.index > 0 else 0
+        return ([("warmup", warmup)] if warmup else []) + [("main", self.settings.epochs)]
+
     def train(self, task: Task, data: TaskData) -> None:
         s = self.settings
         if s.channels_last:
             self.model.to(memory_format=torch.channels_last)
         model = torch.compile(self.model) if s.compile else self.model
-        warmup = self.method.head_warmup_epochs if task.index > 0 else 0
-        self.logger.task_start(task, warmup + s.epochs, len(data))
-        if warmup:
-            # Stage 1 (LwF's warm-up): the new head alone, the extractor frozen in eval mode.
-            self.model.eval()
-            self.run_epochs(task, data, model, list(self.model.heads[-1].parameters()), warmup, "warm-up ")
-        self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.run_epochs(task, data, model, params, s.epochs)
+        stages = self.stages(task)
+        self.logger.task_start(task, sum(epochs for _, epochs in stages), len(data))
+        names = [name for name, _ in stages]
+        for name, epochs in stages[names.index(self.position.stage) :]:
+            if name == "warmup":
+                self.model.eval()
+                params = list(self.model.heads[-1].parameters())
+            else:
+                self.model.train()
+                params = [p for p in self.model.parameters() if p.requires_grad]
+            self.run_epochs(task, data, model, params, name, epochs)
 
-    def run_epochs(
-        self, task: Task, data: TaskData, model, params: list, epochs: int, stage: str = ""
-    ) -> None:
+    def run_epochs(self, task: Task, data: TaskData, model, params: list, stage: str, epochs: int) -> None:
         s = self.settings
-        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        for epoch in range(epochs):
-            for group in optimizer.param_groups:
+        self.optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        order = None
+        if self.position.stage == stage and self.pending is not None:
+            self.optimizer.load_state_dict(self.pending["optimizer"])
+            order = self.pending["order"]
+            self.pending = None
+        first_epoch = self.position.epoch if self.position.stage == stage else 0
+        label = "warm-up " if stage == "warmup" else ""
+        for epoch in range(first_epoch, epochs):
+            start_batch = self.position.batch if order is not None else 0
+            self.position = Position(task.index, stage, epoch, start_batch, fresh=False)
+            for group in self.optimizer.param_groups:
                 group["lr"] = s.lr * lr_factor(s, epoch)
             # Sums stay on the device and are read once per epoch: no per-batch host sync.
             sums: dict[str, torch.Tensor] = {}
             first_bad = torch.full((), -1, device=self.device)
             started = time.perf_counter()
-            for b, batch in enumerate(data):
+            batches = data.epoch(order, start_batch)
+            order = None
+            for b, batch in enumerate(batches, start=start_batch):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.amp):
                     loss, parts = self.method.training_loss(batch, model)
                 bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
                 first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
-                optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                self.method.after_step(self.model, optimizer.param_groups[0]["lr"])
+                self.optimizer.step()
+                self.method.after_step(self.model, self.optimizer.param_groups[0]["lr"])
                 for name, value in {"loss": loss.detach(), **parts}.items():
                     sums[name] = sums.get(name, 0) + value.float()
                 self.logger.batch_end()
+                if self.signal is not None:
+                    self.position = Position(task.index, stage, epoch, b + 1, fresh=False)
+                    self.save_checkpoint(order=data.loader.order)
+                    raise Interrupted(self.signal, self.out_dir)
             bad_batch = int(first_bad)
             if bad_batch >= 0:
                 raise NonFiniteLossError(
-                    f"loss is not finite at task {task.index}, {stage}epoch {epoch + 1}, "
+                    f"loss is not finite at task {task.index}, {label}epoch {epoch + 1}, "
                     f"batch {bad_batch + 1} (lower train.lr or check the data)"
                 )
             stats = {name: float(total) / len(data) for name, total in sums.items()}
             stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
-            stats["lr"] = optimizer.param_groups[0]["lr"]
+            stats["lr"] = self.optimizer.param_groups[0]["lr"]
             self.logger.epoch_end(task, epoch, stats)
+            self.position = Position(task.index, stage, epoch + 1, fresh=False)
+            if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+                self.save_checkpoint()
+
+    # -- checkpoints and signals ---------------------------------------------------------------
+    def catch_signals(self) -> dict:
+        """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): finish the batch, checkpoint, stop."""
+
+        def request_stop(signum, frame):
+            self.signal = signum
+
+        handlers = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[signum] = signal.signal(signum, request_stop)
+            except ValueError:  # not the main thread (e.g. some launchers): keep the default
+                pass
+        return handlers
+
+    def save_checkpoint(self, order: torch.Tensor | None = None) -> None:
+        mid_stage = self.optimizer is not None and not self.position.fresh
+        checkpoint.save(
+            self.out_dir,
+            {
+                "position": position_dict(self.position),
+                "config": self.results.config,
+                "heads": [head.out_features for head in self.model.heads],
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict() if mid_stage else None,
+                "order": order,
+                "method": self.method.state_dict(),
+                "memory": self.memory.state_dict(),
+                "results": self.results.state_dict(),
+                "rng": rng_state(self.generator),
+            },
+        )
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint written by `save_checkpoint`."""
+        for size in state["heads"]:
+            self.model.add_head(size)
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.memory.load_state_dict(state["memory"], self.device)
+        self.results.load_state_dict(state["results"])
+        set_rng_state(state["rng"], self.generator)
+        self.position = Position(**state["position"])
+        if state["optimizer"] is not None:
+            self.pending = {"optimizer": state["optimizer"], "order": state["order"]}

@@ -7,6 +7,7 @@ is what tests call. Nothing below this module reads Hydra's global state.
 import logging
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cl_runner import checkpoint
 from cl_runner.config import validate
 from cl_runner.data.build import load_splits
 from cl_runner.data.images import ImageSet, Splits
@@ -31,9 +33,9 @@ from cl_runner.loggers.plots import PlotLogger
 from cl_runner.methods.sd import SelfDistillation
 from cl_runner.models import IncrementalNet
 from cl_runner.paths import config_dir
-from cl_runner.preflight import check_overrides
+from cl_runner.preflight import check_overrides, resume_arguments
 from cl_runner.results import Results
-from cl_runner.runner import Runner
+from cl_runner.runner import Interrupted, Runner
 
 CONFIG_DIR = str(config_dir())
 log = logging.getLogger("cl_runner")
@@ -68,10 +70,11 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict)
     loggers = [ConsoleLogger(), FileLogger(out_dir, OmegaConf.to_yaml(resolved))]
     if cfg.plots:
         loggers.append(PlotLogger(out_dir))
-    if cfg.wandb is not None:
+    if cfg.mode != "disabled":
         from cl_runner.loggers.wandb import WandbLogger
 
-        loggers.append(WandbLogger(out_dir, resolved, choices, **OmegaConf.to_container(cfg.wandb)))
+        options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "plots"}
+        loggers.append(WandbLogger(out_dir, resolved, choices, **options))
     return Loggers(*loggers)
 
 
@@ -99,11 +102,38 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
         method = SelfDistillation(method, cfg.sd.T, cfg.sd.kl_weight, cfg.sd.mmd_weight, cfg.sd.noise_std)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    saved = None
+    if cfg.resume:
+        saved = checkpoint.load(out_dir, device)
+        checkpoint.check_same_config(saved["config"], resolved)
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
-    logger = build_loggers(cfg.logger, Path(out_dir), resolved, results.choices)
+    logger = build_loggers(cfg.logger, out_dir, resolved, results.choices)
     log.info("class order: %s", order)
-    return Runner(model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger)
+    runner = Runner(
+        model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger,
+        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs,
+    )  # fmt: skip
+    if saved is not None:
+        runner.restore(saved)
+        log.info("resumed at %s", saved["position"])
+    return runner
+
+
+def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:
+    """Fail before training, not at the first checkpoint, when results could not be saved."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to the run folder {out_dir}: {error.strerror or error}") from None
+    free_mb = shutil.disk_usage(out_dir).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(f"only {free_mb:.0f} MB free in {out_dir}; checkpoints and metrics need more")
 
 
 def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Results:
@@ -127,11 +157,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             raise
         print(f"cl-run: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:
+        print(
+            f"cl-run: {stop} received; checkpoint written. Continue with: cl-run resume={stop.folder}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stop.signum)
     # The return value is what Hydra sweepers (e.g. Optuna) optimise.
     return results.summary()["class_il"]["last_acc"]
 
 
 def main() -> None:
+    sys.argv[1:] = resume_arguments(sys.argv[1:])
     check_overrides(sys.argv[1:], Path(CONFIG_DIR))
     _hydra_main()
 

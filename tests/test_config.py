@@ -62,6 +62,13 @@ def test_override_dataset_root_style_keys():
         (["memory.selection=best"], "memory.selection='best' is invalid: choose from herding, random"),
         (["device=tpu"], "device='tpu' is invalid"),
         (["seed=-1"], "seed=-1 is invalid"),
+        (
+            ["logger.mode=sometimes"],
+            "logger.mode='sometimes' is invalid: choose from auto, online, offline, disabled",
+        ),
+        (["sd.T=0"], "sd.T=0 is invalid: expected a number > 0"),
+        (["sd.enabled=yes"], "sd.enabled='yes' is invalid: expected true or false"),
+        (["train.precise_bn=1"], "train.precise_bn=1 is invalid: expected true or false"),
     ],
 )
 def test_bad_values_give_one_clear_line(overrides, message):

@@ -109,7 +109,7 @@ def test_wandb_failure_never_stops_training(tiny_cfg, tmp_path, monkeypatch, cap
         raise RuntimeError("network unreachable")
 
     monkeypatch.setattr(wandb, "init", refuse)
-    results = run(tiny_cfg("steps=2", "logger=wandb", "logger.wandb.mode=online"), tmp_path)
+    results = run(tiny_cfg("steps=2", "logger=wandb", "logger.mode=online"), tmp_path)
     assert results.finished and (tmp_path / "metrics.json").is_file()
     assert caplog.text.count("W&B logging is off for this run (RuntimeError: network unreachable)") == 1
 

@@ -99,19 +99,17 @@ def test_warmup_trains_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp_pat
     extractor = lambda: [t.clone() for t in runner.model.backbone.state_dict().values()]  # noqa: E731
     calls, original = [], runner.run_epochs
 
-    def spy(task, data, model, params, epochs, stage=""):
+    def spy(task, data, model, params, stage, epochs):
         before = extractor()
-        original(task, data, model, params, epochs, stage)
+        original(task, data, model, params, stage, epochs)
         unchanged = all(torch.equal(a, b) for a, b in zip(before, extractor(), strict=True))
         calls.append((epochs, {id(p) for p in params}, runner.model.training, stage, unchanged))
 
     runner.run_epochs = spy
-    runner.model.add_head(runner.tasks[1].size)
-    runner.method.before_task(runner.tasks[1], runner.model, runner.memory)
-    runner.train(runner.tasks[1], runner.training_data(runner.tasks[1]))
+    runner.learn(runner.tasks[1])
     head_ids = {id(p) for p in runner.model.heads[-1].parameters()}
     # Stage 1: 2 epochs, new head only, extractor in eval mode, weights and BN statistics untouched.
-    assert calls[0] == (2, head_ids, False, "warm-up ", True)
+    assert calls[0] == (2, head_ids, False, "warmup", True)
     # Stage 2: the configured epochs, every parameter, train mode, extractor moves.
     epochs, params, training, _, unchanged = calls[1]
     assert epochs == 1 and training and params > head_ids and not unchanged

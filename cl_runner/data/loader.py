@@ -75,11 +75,18 @@ class DeviceLoader:
         return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch()
+
+    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
+        """One pass. `order` and `start_batch` continue an interrupted epoch; the pass's order
+        stays in `self.order` so that a checkpoint can record it."""
         n, dev = len(self.labels), self.labels.device
-        if self.shuffle:
-            order = torch.randperm(n, device=dev, generator=self.generator)
-        else:
-            order = torch.arange(n, device=dev)
-        for start in range(0, n, self.batch_size):
+        if order is None:
+            if self.shuffle:
+                order = torch.randperm(n, device=dev, generator=self.generator)
+            else:
+                order = torch.arange(n, device=dev)
+        self.order = order
+        for start in range(start_batch * self.batch_size, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.images[idx], self.labels[idx]

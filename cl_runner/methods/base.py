@@ -54,7 +54,10 @@ class TaskData:
         return len(self.loader.labels)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, labels in self.loader:
+        return self.epoch()
+
+    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0) -> Iterator[Batch]:
+        for images, labels in self.loader.epoch(order, start_batch):
             yield Batch(images, labels, self.task, self.augment, self.generator)
 
 

@@ -1,0 +1,188 @@
+"""Checkpoints and resumption: a run stopped anywhere ends with the numbers of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cl_runner.errors import ConfigError, NonFiniteLossError
+from cl_runner.train import build_runner, run
+
+from .conftest import TINY, make_cfg
+
+# Long enough to be caught mid-task: 3 tasks, 100 training images per class, 5 epochs per task.
+SETTING = [
+    *TINY, "dataset.num_classes=6", "steps=3", "train.epochs=5", "dataset.source.train_per_class=100",
+    "train.batch_size=50",
+]  # fmt: skip
+METHODS = {
+    "finetune": ["method=finetune"],
+    "lwf": ["method=lwf", "method.warmup_epochs=1", "memory.size=30"],
+    "mas": ["method=mas"],
+    "sd": ["method=sd"],
+}
+TIMINGS = ("train_seconds", "peak_memory_mb")
+
+
+def numbers(folder: Path) -> dict:
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    steps = [{k: v for k, v in s.items() if k not in TIMINGS} for s in metrics["steps"]]
+    return {"matrix": metrics["accuracy_matrix"], "summary": metrics["summary"], "steps": steps}
+
+
+def reference(tmp_path, method) -> dict:
+    run(make_cfg(*SETTING, *METHODS[method]), tmp_path / "reference")
+    return numbers(tmp_path / "reference")
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_crash_mid_task_then_resume_gives_identical_metrics(method, tmp_path):
+    expected = reference(tmp_path, method)
+    folder = tmp_path / "crashed"
+    runner = build_runner(make_cfg(*SETTING, *METHODS[method]), folder)
+    crash_on = runner.logger.epoch_end
+
+    def epoch_end(task, epoch, stats):
+        crash_on(task, epoch, stats)
+        if task.index == 1 and epoch == 2:
+            raise Crash  # after epoch 3 of task 1, before its checkpoint: resume redoes it
+
+    runner.logger.epoch_end = epoch_end
+    with pytest.raises(Crash):
+        runner.run()
+    position = json.loads((folder / "checkpoint.json").read_text())
+    assert position == {"task": 1, "stage": "main", "epoch": 2, "batch": 0, "fresh": False}
+    run(make_cfg(*SETTING, *METHODS[method], "resume=true"), folder)
+    assert numbers(folder) == expected
+
+
+def _cl_run(args, **kwargs):
+    exe = Path(sys.executable).with_name("cl-run")
+    return subprocess.Popen(
+        [str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def _wait_until_mid_task(folder: Path, proc, task: int = 1, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()}"
+        try:
+            position = json.loads((folder / "checkpoint.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            position = None
+        if position and position["task"] == task and not position["fresh"] and position["epoch"] >= 1:
+            return position
+        time.sleep(0.02)
+    raise AssertionError("no mid-task checkpoint appeared")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_sigkill_then_resume_gives_identical_metrics(method, tmp_path):
+    expected = reference(tmp_path, method)
+    folder = tmp_path / "killed"
+    proc = _cl_run([*SETTING, *METHODS[method], f"hydra.run.dir={folder}"])
+    _wait_until_mid_task(folder, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not json.loads((folder / "metrics.json").read_text())["finished"]
+    exe = str(Path(sys.executable).with_name("cl-run"))
+    resumed = subprocess.run([exe, f"resume={folder}"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert numbers(folder) == expected
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_write_a_checkpoint_and_resume_exactly(signum, tmp_path):
+    expected = reference(tmp_path, "finetune")
+    folder = tmp_path / "stopped"
+    proc = _cl_run([*SETTING, f"hydra.run.dir={folder}"])
+    _wait_until_mid_task(folder, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum
+    name = signal.Signals(signum).name
+    assert f"cl-run: {name} received; checkpoint written. Continue with: cl-run resume={folder}" in stderr
+    position = json.loads((folder / "checkpoint.json").read_text())
+    assert position["task"] >= 1 and not position["fresh"]
+    exe = str(Path(sys.executable).with_name("cl-run"))
+    resumed = subprocess.run([exe, f"resume={folder}"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert numbers(folder) == expected
+
+
+def test_resume_with_another_config_names_the_keys(tmp_path):
+    folder = tmp_path / "run"
+    run(make_cfg(*TINY, "steps=2"), folder)
+    with pytest.raises(
+        ConfigError, match=r"resume: the config differs from the checkpoint's in train.lr \(0.05 -> 0.01\)"
+    ):
+        build_runner(make_cfg(*TINY, "steps=2", "train.lr=0.01", "resume=true"), folder)
+
+
+def test_resume_without_or_with_a_corrupt_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match=r"resume: no checkpoint.pt in"):
+        build_runner(make_cfg(*TINY, "resume=true"), tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match=r"resume: .*checkpoint.pt is unreadable"):
+        build_runner(make_cfg(*TINY, "resume=true"), tmp_path)
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    run(make_cfg(*TINY, "steps=2"), folder)
+    before = (folder / "checkpoint.pt").read_bytes()
+
+    def dies_mid_write(obj, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    runner = build_runner(make_cfg(*TINY, "steps=2", "resume=true"), folder)
+    with pytest.raises(OSError, match="disk full"):
+        runner.save_checkpoint()
+    assert (folder / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".checkpoint.pt.")]
+
+
+def test_non_finite_loss_leaves_the_last_good_checkpoint(tmp_path):
+    folder = tmp_path / "run"
+    runner = build_runner(make_cfg(*TINY, "steps=2", "train.epochs=2"), folder)
+    normal = runner.method.training_loss
+
+    def explodes_in_task_1(batch, model):
+        loss, parts = normal(batch, model)
+        return (loss * float("nan") if batch.task.index == 1 else loss), parts
+
+    runner.method.training_loss = explodes_in_task_1
+    with pytest.raises(NonFiniteLossError, match=r"task 1, epoch 1, batch 1"):
+        runner.run()
+    saved = torch.load(folder / "checkpoint.pt", weights_only=False)
+    assert saved["position"] == {"task": 1, "stage": "main", "epoch": 0, "batch": 0, "fresh": True}
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_finished_run_resumes_to_the_same_numbers(tmp_path):
+    folder = tmp_path / "run"
+    run(make_cfg(*TINY, "steps=2"), folder)
+    first = numbers(folder)
+    run(make_cfg(*TINY, "steps=2", "resume=true"), folder)
+    assert numbers(folder) == first
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"cannot write to the run folder .*a-file/run"):
+        build_runner(make_cfg(*TINY), blocker / "run")
+    assert os.path.exists(blocker)
