@@ -4,14 +4,26 @@ and a bad one becomes a single `ConfigError` line naming the key, the value and 
 from numbers import Real
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner.data.schedule import task_sizes
-from cl_runner.errors import ConfigError
+from cl_runner.errors import ConfigError, UserError
 from cl_runner.runner import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
 SELECTIONS = ("herding", "random")
+
+
+def build(node: DictConfig, **kwargs):
+    """`instantiate`, with a user error raised inside a constructor passed through as itself."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def _get(cfg: DictConfig, key: str):

@@ -34,9 +34,25 @@ def _one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
+def check_output_folder(argv: list[str]) -> None:
+    """Hydra creates the run folder before any of our code runs; say plainly when it cannot."""
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(key)]
+    target = Path(given[-1] if given else ("multirun" if multirun else "outputs")).expanduser().absolute()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        _fail(f"cannot create the run folder {target}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        _fail(f"cannot create the run folder {target}: {existing} is not writable")
+
+
 def check_overrides(argv: list[str], configs: Path) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
+    check_output_folder(argv)
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     parser, overrides = OverridesParser.create(), []
     for arg in args:

@@ -14,12 +14,10 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner import checkpoint
-from cl_runner.config import validate
+from cl_runner.config import build, validate
 from cl_runner.data.build import load_splits
 from cl_runner.data.images import ImageSet, Splits
 from cl_runner.data.loader import Augment
@@ -54,16 +52,6 @@ def prepare_data(splits: Splits, order: list[int], device: torch.device) -> Spli
         return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device))
 
     return Splits(prepare(splits.train), prepare(splits.test))
-
-
-def build(node: DictConfig, **kwargs):
-    """`instantiate`, with a user error raised inside a constructor passed through as itself."""
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
 
 
 def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict) -> Loggers:

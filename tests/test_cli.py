@@ -47,10 +47,32 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (["train.epochz=3"], "cl-run: error: Could not override 'train.epochz'"),
         (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),
         (["train.lr=-0.1"], "cl-run: error: train.lr=-0.1 is invalid"),
+        (["train.epochs=-3"], "cl-run: error: train.epochs=-3 is invalid: expected an integer >= 1"),
+        (
+            ["backbone=vgg"],
+            "cl-run: error: backbone=vgg is unknown; choose from: alexnet, resnet18, resnet20",
+        ),
+        (["memory.size=100000"], "cl-run: error: memory.size=100000 exceeds the 200 training images"),
+        (["memory.per_class=0"], "cl-run: error: memory.per_class=0 is invalid"),
+        (
+            ["method=mas", "method.lamb=-1"],
+            "cl-run: error: method.lamb=-1 is invalid: expected a number >= 0",
+        ),
+        (["method=lwf", "method.T=0"], "cl-run: error: method.T=0 is invalid"),
+        (["class_order_seed=abc"], "cl-run: error: class_order_seed='abc' is invalid"),
+        (
+            ["dataset=cifar100", "dataset.root=/nonexistent"],
+            "cifar100 not found in /nonexistent/cifar-100-python",
+        ),
+        (["resume=/nonexistent"], "cl-run: error: resume=/nonexistent: not a cl-run run folder"),
+        (["resume=true"], "cl-run: error: resume=true needs the run folder"),
+        (["logger.mode=loud"], "cl-run: error: logger.mode='loud' is invalid"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
-    proc = cl_run(*args, "dataset=synthetic", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    dataset = [] if any(a.startswith("dataset=") for a in args) else ["dataset=synthetic"]
+    run_dir = [] if args == ["resume=true"] else [f"hydra.run.dir={tmp_path}"]
+    proc = cl_run(*dataset, *args, "logger=local", *run_dir, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -80,3 +102,27 @@ def test_wheel_ships_the_configs(tmp_path):
     }
     assert shipped <= names
     assert "cl_runner/configs/train.yaml" in names
+
+
+def test_unwritable_run_folder_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    proc = cl_run(*TINY, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"cl-run: error: cannot create the run folder {tmp_path / 'a-file' / 'run'}: "
+        f"{tmp_path / 'a-file'} is not a folder"
+    )
+
+
+def test_corrupt_checkpoint_and_changed_config_on_resume(tmp_path):
+    folder = tmp_path / "run"
+    assert cl_run(*TINY, "steps=2", f"hydra.run.dir={folder}", cwd=tmp_path).returncode == 0
+    proc = cl_run(f"resume={folder}", "train.lr=0.01", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "cl-run: error: resume: the config differs from the checkpoint's in train.lr (0.05 -> 0.01)"
+    )
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    proc = cl_run(f"resume={folder}", cwd=tmp_path)
+    assert proc.returncode == 2 and "checkpoint.pt is unreadable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,14 +1,14 @@
 """Load the configured data set and check it against what its config says it is."""
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cl_runner.config import build
 from cl_runner.data.images import Splits
 from cl_runner.errors import ConfigError
 
 
 def load_splits(dataset: DictConfig) -> Splits:
-    splits: Splits = instantiate(dataset.source)
+    splits: Splits = build(dataset.source)
     for name, part in (("train", splits.train), ("test", splits.test)):
         _, channels, height, width = part.images.shape
         if (channels, height, width) != (dataset.channels, dataset.size, dataset.size):
