@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cl_runner.dicts import flatten
 from cl_runner.errors import ConfigError
 
 CHECKPOINT, POSITION = "checkpoint.pt", "checkpoint.json"
@@ -85,20 +86,10 @@ def load(folder: Path, device: torch.device) -> dict:
         raise ConfigError(f"resume: {path} is unreadable ({type(error).__name__}: {error})") from None
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_same_config(saved: dict, current: dict) -> None:
     """Resuming with another config would silently mix two experiments: name the keys that differ."""
-    old = {k: v for k, v in _flat(saved).items() if k.split(".")[0] not in NOT_COMPARED}
-    new = {k: v for k, v in _flat(current).items() if k.split(".")[0] not in NOT_COMPARED}
+    old = {k: v for k, v in flatten(saved).items() if k.split(".")[0] not in NOT_COMPARED}
+    new = {k: v for k, v in flatten(current).items() if k.split(".")[0] not in NOT_COMPARED}
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cl_runner.dicts import flatten
+
 KINDS = ("class_il", "task_il")
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
 SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
@@ -126,22 +128,12 @@ def group_runs(folders: list[Path]) -> tuple[list[Group], list[tuple[Path, str]]
     return list(groups.values()), skipped
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def differing(group: Group, others: list[Group]) -> str:
-    mine = _flat(group.runs[0]["config"])
+    mine = flatten(group.runs[0]["config"])
     keys = sorted(
         k
         for o in others
-        for k, v in _flat(o.runs[0]["config"]).items()
+        for k, v in flatten(o.runs[0]["config"]).items()
         if k.split(".")[0] not in NOT_GROUPED and mine.get(k) != v
     )
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))

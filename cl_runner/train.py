@@ -69,6 +69,8 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict)
 def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Runner:
     """Everything a run needs, built from the composed config's plain values."""
     settings, device = validate(cfg)
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.dataset)
     if cfg.memory.size > len(splits.train):
@@ -90,8 +92,6 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
         method = SelfDistillation(method, cfg.sd.T, cfg.sd.kl_weight, cfg.sd.mmd_weight, cfg.sd.noise_std)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
-    out_dir = Path(out_dir)
-    check_writable(out_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     saved = None
     if cfg.resume:

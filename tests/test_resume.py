@@ -87,6 +87,7 @@ def _wait_until_mid_task(folder: Path, proc, task: int = 1, timeout: float = 120
     raise AssertionError("no mid-task checkpoint appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_sigkill_then_resume_gives_identical_metrics(method, tmp_path):
     expected = reference(tmp_path, method)
@@ -102,6 +103,7 @@ def test_sigkill_then_resume_gives_identical_metrics(method, tmp_path):
     assert numbers(folder) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_write_a_checkpoint_and_resume_exactly(signum, tmp_path):
     expected = reference(tmp_path, "finetune")
