@@ -118,9 +118,9 @@ class Runner:
         self.train(task, data)
         if self.settings.precise_bn:
             recalibrate(self.model, (batch.view() for batch in data))
+        self.memory.update(self.data.train, task.labels, self.embed)
         self.method.after_task(task, self.model, self.memory, data)
         seconds = time.perf_counter() - start
-        self.memory.update(self.data.train, task.labels, self.embed)
         evaluation = evaluate(
             self.model,
             self.data.test,
@@ -256,7 +256,7 @@ class Runner:
             {
                 "position": position_dict(self.position),
                 "config": self.results.config,
-                "heads": [head.out_features for head in self.model.heads],
+                "task_sizes": list(self.model.task_sizes),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict() if mid_stage else None,
                 "order": order,
@@ -269,7 +269,7 @@ class Runner:
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint written by `save_checkpoint`."""
-        for size in state["heads"]:
+        for size in state["task_sizes"]:
             self.model.add_head(size)
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])

@@ -29,7 +29,6 @@ from cl_runner.loggers.console import ConsoleLogger
 from cl_runner.loggers.files import FileLogger
 from cl_runner.loggers.plots import PlotLogger
 from cl_runner.methods.sd import SelfDistillation
-from cl_runner.models import IncrementalNet
 from cl_runner.paths import config_dir
 from cl_runner.preflight import check_overrides, resume_arguments
 from cl_runner.results import Results
@@ -86,10 +85,10 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
     )
 
     backbone = build(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
-    model = IncrementalNet(backbone).to(device)
     method = build(cfg.method)
     if cfg.sd.enabled:
         method = SelfDistillation(method, cfg.sd.T, cfg.sd.kl_weight, cfg.sd.mmd_weight, cfg.sd.noise_std)
+    model = method.network(backbone).to(device)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)

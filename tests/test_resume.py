@@ -26,6 +26,7 @@ METHODS = {
     "lwf": ["method=lwf", "method.warmup_epochs=1", "memory.size=30"],
     "mas": ["method=mas"],
     "sd": ["method=sd"],
+    "der": ["method=der", "memory.size=30", "method.balanced_epochs=2"],
 }
 TIMINGS = ("train_seconds", "peak_memory_mb")
 

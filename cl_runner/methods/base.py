@@ -11,6 +11,7 @@ from torch import nn
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
+from cl_runner.models import IncrementalNet
 
 
 def require(condition: bool, message: str) -> None:
@@ -62,6 +63,8 @@ class TaskData:
 
 
 class Method:
+    #: the network the method trains (DER swaps in its expandable one)
+    network: type[nn.Module] = IncrementalNet
     #: epochs that train only the new head, feature extractor frozen, before normal training
     head_warmup_epochs: int = 0
 
@@ -85,7 +88,8 @@ class Method:
         """Called after every optimizer step (MAS applies its proximal update here)."""
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
-        """Called after training on the task, before evaluation (importance, pruning, ...)."""
+        """Called after training on the task and the memory update, before evaluation
+        (importance, pruning, classifier re-balancing, ...)."""
 
     def state_dict(self) -> dict:
         return {}

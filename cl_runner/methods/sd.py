@@ -83,7 +83,7 @@ class SelfDistillation(Method):
             mmd_weight,
             noise_std,
         )
-        self.head_warmup_epochs = base.head_warmup_epochs
+        self.head_warmup_epochs, self.network = base.head_warmup_epochs, base.network
 
     def views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent draws of the data set's distortion (crop + flip); optional extra noise on x_b."""

@@ -22,6 +22,10 @@ class IncrementalNet(nn.Module):
     def num_classes(self) -> int:
         return sum(head.out_features for head in self.heads)
 
+    @property
+    def task_sizes(self) -> list[int]:
+        return [head.out_features for head in self.heads]
+
     def add_head(self, num_classes: int) -> nn.Linear:
         device = next(self.backbone.parameters()).device
         head = nn.Linear(self.feature_dim, num_classes).to(device)
