@@ -189,3 +189,13 @@ def test_unwritable_run_folder_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot write to the run folder .*a-file/run"):
         build_runner(make_cfg(*TINY), blocker / "run")
     assert os.path.exists(blocker)
+
+
+def test_full_disk_fails_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20))
+    with pytest.raises(ConfigError, match=r"only 5 MB free in .*; checkpoints and metrics need more"):
+        build_runner(make_cfg(*TINY), tmp_path / "run")
