@@ -1,6 +1,7 @@
-"""Catch command-line mistakes before Hydra runs anything, so the user gets one line and exit
-code 2 instead of Hydra's multi-line report and exit code 1: unknown config-group options
-(`method=nope`, also inside sweeps) and overrides that do not compose (`train.epochz=3`)."""
+"""The command line before Hydra sees it. Mistakes get one line and exit code 2 instead of
+Hydra's multi-line report and exit code 1: a run folder that cannot be created, unknown
+config-group options (`method=nope`, also inside sweeps) and overrides that do not compose
+(`train.epochz=3`). `resume=PATH` is expanded into the run's own overrides."""
 
 import os
 import sys
