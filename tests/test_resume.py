@@ -37,9 +37,15 @@ def numbers(folder: Path) -> dict:
     return {"matrix": metrics["accuracy_matrix"], "summary": metrics["summary"], "steps": steps}
 
 
+_REFERENCES: dict[str, dict] = {}
+
+
 def reference(tmp_path, method) -> dict:
-    run(make_cfg(*SETTING, *METHODS[method]), tmp_path / "reference")
-    return numbers(tmp_path / "reference")
+    """The uninterrupted run's numbers, computed once per method for the whole session."""
+    if method not in _REFERENCES:
+        run(make_cfg(*SETTING, *METHODS[method]), tmp_path / "reference")
+        _REFERENCES[method] = numbers(tmp_path / "reference")
+    return _REFERENCES[method]
 
 
 class Crash(Exception):
