@@ -39,7 +39,10 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["method=nope"], "cl-run: error: method=nope is unknown; choose from: finetune, joint"),
+        (
+            ["method=nope"],
+            "cl-run: error: method=nope is unknown; choose from: der, finetune, joint, lwf, mas, sd",
+        ),
         (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),
         (["steps=ten"], "cl-run: error: steps='ten' is invalid: expected an integer >= 1"),
         (["steps=3"], "steps that work: 1, 2, 5, 10"),
