@@ -24,7 +24,9 @@ def test_joint_beats_finetune_on_digits(tmp_path):
     last = {}
     for method in ("finetune", "joint"):
         out = tmp_path / method
-        proc = cl_run(f"method={method}", "dataset=digits", "logger=local", f"hydra.run.dir={out}", cwd=tmp_path)
+        proc = cl_run(
+            f"method={method}", "dataset=digits", "logger=local", f"hydra.run.dir={out}", cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
         last[method] = json.loads((out / "metrics.json").read_text())["summary"]["class_il"]["last_acc"]
     assert last["joint"] > 85
