@@ -14,6 +14,7 @@ from cl_runner.runner import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
 SELECTIONS = ("herding", "random")
+LOGGER_MODES = ("auto", "online", "offline", "disabled")
 
 
 def build(node: DictConfig, **kwargs):
@@ -132,7 +133,7 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     for key in ("sd.kl_weight", "sd.mmd_weight", "sd.noise_std"):
         _number(cfg, key, 0)
     _bool(cfg, "logger.plots")
-    _choice(cfg, "logger.mode", ("auto", "online", "offline", "disabled"))
+    _choice(cfg, "logger.mode", LOGGER_MODES)
     settings = train_settings(cfg)
     if settings.warmup_epochs > settings.epochs:
         raise ConfigError(

@@ -15,7 +15,6 @@ from cl_runner.loggers import Logger
 from cl_runner.results import KINDS, Results
 
 log = logging.getLogger("cl_runner")
-MODES = ("auto", "online", "offline", "disabled")
 
 
 def has_credentials() -> bool:

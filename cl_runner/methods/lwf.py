@@ -19,14 +19,7 @@ from torch import nn
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, require
-
-
-def distillation(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
-    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch (Hinton et al.)."""
-    log_p_student = F.log_softmax(student / T, dim=1)
-    log_p_teacher = F.log_softmax(teacher / T, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean()
-    return T * T * kl
+from cl_runner.methods.losses import distillation
 
 
 class LwF(Method):

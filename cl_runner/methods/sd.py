@@ -15,11 +15,11 @@ Gradients flow through both views in every term, as in the paper (one network, n
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, TaskData, require
+from cl_runner.methods.losses import distillation
 
 
 @dataclass
@@ -51,11 +51,7 @@ class OutputRecorder:
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, T: float) -> torch.Tensor:
     """T^2 (KL(p_a || p_b) + KL(p_b || p_a)) with p = softmax(z / T), averaged over the batch."""
-    log_a = F.log_softmax(logits_a / T, dim=1)
-    log_b = F.log_softmax(logits_b / T, dim=1)
-    kl_ab = (log_a.exp() * (log_a - log_b)).sum(1).mean()
-    kl_ba = (log_b.exp() * (log_b - log_a)).sum(1).mean()
-    return T * T * (kl_ab + kl_ba)
+    return distillation(logits_b, logits_a, T) + distillation(logits_a, logits_b, T)
 
 
 def mmd(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
