@@ -131,7 +131,7 @@ class Runner:
         self.results.add(
             task,
             evaluation,
-            params=sum(p.numel() for p in self.model.parameters()),
+            **self.model.param_counts(),
             train_seconds=seconds,
             train_images=data.num_images,
             memory_size=len(self.memory),

@@ -15,11 +15,12 @@ DER_TINY = [*TINY, "method=der", "memory.size=40", "steps=5", "train.epochs=2", 
 
 
 def states(module) -> dict:
-    return {k: v.clone() for k, v in module.state_dict().items()}
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in module.state_dict().items()}
 
 
 def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    equal = lambda x, y: torch.equal(x, y) if torch.is_tensor(x) else x == y  # noqa: E731
+    return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
 
 
 def test_old_extractors_stay_bit_identical(tmp_path):
@@ -116,8 +117,20 @@ def test_der_beats_finetune_on_synthetic(tmp_path):
     assert der > finetune + 20
 
 
-def test_params_grow_by_one_extractor_per_task(tmp_path):
+def test_params_grow_by_one_extractor_per_task_and_pruning_keeps_fewer(tmp_path):
     results = run(make_cfg(*DER_TINY), tmp_path)
-    params = [s["params"] for s in results.steps]
+    unpruned = [s["params_unpruned"] for s in results.steps]
+    pruned = [s["params"] for s in results.steps]
     extractor = sum(p.numel() for p in build_runner(make_cfg(*DER_TINY), tmp_path / "x").model.parameters())
-    assert params[1] - params[0] > 0.9 * extractor
+    assert unpruned[1] - unpruned[0] > 0.9 * extractor
+    assert all(p < u for p, u in zip(pruned, unpruned, strict=True))
+
+
+def test_without_pruning_there_are_no_masks(tmp_path):
+    runner = build_runner(make_cfg(*DER_TINY, "method.prune=false"), tmp_path)
+    assert runner.model.masks is None
+    runner.learn(runner.tasks[0])
+    runner.learn(runner.tasks[1])
+    step = runner.results.steps[-1]
+    assert step["params"] == step["params_unpruned"]
+    assert runner.model.extractors[0].feature_dim == runner.model.dense_dim

@@ -33,6 +33,8 @@ class Batch:
     task: Task
     augment: Augment
     generator: torch.Generator
+    index: int = 0  # position in the epoch, for schedules within an epoch (DER's mask annealing)
+    count: int = 1
 
     def view(self) -> torch.Tensor:
         return self.augment(self.images, self.generator)
@@ -58,8 +60,9 @@ class TaskData:
         return self.epoch()
 
     def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0) -> Iterator[Batch]:
-        for images, labels in self.loader.epoch(order, start_batch):
-            yield Batch(images, labels, self.task, self.augment, self.generator)
+        batches = self.loader.epoch(order, start_batch)
+        for index, (images, labels) in enumerate(batches, start=start_batch):
+            yield Batch(images, labels, self.task, self.augment, self.generator, index, len(self))
 
 
 class Method:

@@ -5,26 +5,53 @@ extractor is frozen (parameters and BatchNorm statistics) and runs forward-only.
 super-feature u = [phi_1(x), ..., phi_t(x)] feeds one classifier over all seen classes, whose old
 weights are copied when it grows; an auxiliary classifier on phi_t(x) has |C_t| + 1 outputs
 (all old classes are one label).
+
+With `masks` on, the extractor being trained carries channel masks (models/masks.py) and
+`prune_last()` removes its masked channels after the task. The next extractor is initialised
+from the unpruned weights (`template`), so pruning never shrinks what the next task starts from.
 """
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from cl_runner.models.channels import channel_plan
+from cl_runner.models.masks import ChannelMasks
+from cl_runner.models.pruning import prune_channels
+
+
+@dataclass
+class MaskSettings:
+    s_max: float = 400.0
+    init: float = 1.0
+    compensate: bool = True
+
+
+def count(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
 
 class ExpandableNet(nn.Module):
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, masks: MaskSettings | None = None):
         super().__init__()
         self.extractors = nn.ModuleList([backbone])
-        self.extractor_dim = backbone.feature_dim
+        self.dense_dim = backbone.feature_dim
+        self.dense_params = count(backbone)
+        self.mask_settings = masks
+        if masks is not None:
+            channel_plan(backbone)  # fails early, with one clear line, on a backbone without a plan
+        self.masks: ChannelMasks | None = None
+        self.template: nn.Module | None = None
+        self.kept: list[list[list[int]] | None] = []  # per extractor: kept channels per group
         self.classifier: nn.Linear | None = None
         self.aux_classifier: nn.Linear | None = None
         self.task_sizes: list[int] = []
 
     @property
     def feature_dim(self) -> int:
-        return self.extractor_dim * len(self.extractors)
+        return sum(extractor.feature_dim for extractor in self.extractors)
 
     @property
     def num_classes(self) -> int:
@@ -35,10 +62,18 @@ class ExpandableNet(nn.Module):
         auxiliary classifier."""
         device = next(self.extractors[0].parameters()).device
         if self.task_sizes:
-            self.extractors.append(copy.deepcopy(self.extractors[-1]))
+            self.drop_masks()
+            source = self.template if self.template is not None else self.extractors[-1]
+            self.extractors.append(copy.deepcopy(source).requires_grad_(True))
+            self.template = None
             for old in self.extractors[:-1]:
                 old.requires_grad_(False)
                 old.eval()
+        self.kept.append(None)
+        if self.mask_settings is not None:
+            s, plan = self.mask_settings, channel_plan(self.extractors[-1])
+            self.masks = ChannelMasks(plan, s.s_max, s.init, s.compensate).to(device)
+            self.masks.attach()
         old = self.classifier
         self.classifier = nn.Linear(self.feature_dim, self.num_classes + num_classes).to(device)
         if old is not None:
@@ -46,13 +81,15 @@ class ExpandableNet(nn.Module):
                 self.classifier.weight[: old.out_features, : old.in_features] = old.weight
                 self.classifier.bias[: old.out_features] = old.bias
         first = not self.task_sizes
-        self.aux_classifier = None if first else nn.Linear(self.extractor_dim, num_classes + 1).to(device)
+        self.aux_classifier = None if first else nn.Linear(self.dense_dim, num_classes + 1).to(device)
         self.task_sizes.append(num_classes)
 
     def train(self, mode: bool = True) -> "ExpandableNet":
         super().train(mode)
         for old in self.extractors[:-1]:
             old.eval()  # frozen: their BatchNorm statistics must not move
+        if self.template is not None:
+            self.template.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -64,3 +101,62 @@ class ExpandableNet(nn.Module):
         if self.aux_classifier is not None:
             out["aux_logits"] = self.aux_classifier(new)
         return out
+
+    # -- pruning -------------------------------------------------------------------------------
+    def drop_masks(self) -> None:
+        if self.masks is not None:
+            self.masks.detach()
+            self.masks = None
+
+    def prune_last(self) -> None:
+        """Binarise the last extractor's masks and remove its masked channels. The unpruned
+        weights stay as the template the next extractor starts from."""
+        keep = self.masks.keep()
+        self.drop_masks()
+        self.template = copy.deepcopy(self.extractors[-1]).requires_grad_(False).eval()
+        self._prune(len(self.extractors) - 1, [k.tolist() for k in keep])
+
+    def _prune(self, index: int, keep: list[list[int]]) -> None:
+        """Prune extractor `index` to `keep` and drop the classifier columns of its lost features."""
+        extractor = self.extractors[index]
+        plan = channel_plan(extractor)
+        device = next(extractor.parameters()).device
+        keep_t = [torch.tensor(k, dtype=torch.long, device=device) for k in keep]
+        start = sum(e.feature_dim for e in self.extractors[:index])
+        features = keep_t[plan.feature_group]
+        prune_channels(extractor, plan, keep_t)
+        later = torch.arange(start + self.dense_dim, self.classifier.in_features, device=device)
+        columns = torch.cat([torch.arange(start, device=device), start + features, later])
+        self.classifier = _keep_inputs(self.classifier, columns)
+        if index == len(self.extractors) - 1 and self.aux_classifier is not None:
+            self.aux_classifier = _keep_inputs(self.aux_classifier, features)
+        self.kept[index] = keep
+
+    def param_counts(self) -> dict[str, int]:
+        """What DER tables print: the parameters of the model kept for inference (extractors and
+        classifier), and what the same model would have without pruning."""
+        params = sum(count(e) for e in self.extractors) + count(self.classifier)
+        unpruned = len(self.extractors) * self.dense_params
+        unpruned += (len(self.extractors) * self.dense_dim + 1) * self.num_classes
+        return {"params": params, "params_unpruned": unpruned}
+
+    # -- checkpoints: the pruned shapes are rebuilt before the weights load ----------------------
+    def get_extra_state(self) -> dict:
+        return {"kept": self.kept, "masks": self.masks is not None, "template": self.template is not None}
+
+    def set_extra_state(self, state: dict) -> None:
+        if not state["masks"]:
+            self.drop_masks()
+        if state["template"]:
+            self.template = copy.deepcopy(self.extractors[-1]).requires_grad_(False).eval()
+        for index, keep in enumerate(state["kept"]):
+            if keep is not None and self.kept[index] is None:
+                self._prune(index, keep)
+
+
+def _keep_inputs(linear: nn.Linear, columns: torch.Tensor) -> nn.Linear:
+    pruned = nn.Linear(len(columns), linear.out_features).to(linear.weight.device)
+    with torch.no_grad():
+        pruned.weight.copy_(linear.weight.index_select(1, columns))
+        pruned.bias.copy_(linear.bias)
+    return pruned

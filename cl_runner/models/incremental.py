@@ -32,6 +32,9 @@ class IncrementalNet(nn.Module):
         self.heads.append(head)
         return head
 
+    def param_counts(self) -> dict[str, int]:
+        return {"params": sum(p.numel() for p in self.parameters())}
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(x)
         logits = torch.cat([head(features) for head in self.heads], dim=1)

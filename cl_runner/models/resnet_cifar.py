@@ -19,10 +19,14 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.stride = stride
         self.pad_channels = planes - in_planes
+        # Set by channel pruning: output channel -> kept input channel (or the padded zero one)
+        self.register_buffer("shortcut_index", None)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
+        if self.shortcut_index is not None:
+            return F.pad(x, (0, 0, 0, 0, 0, 1))[:, self.shortcut_index]
         if self.pad_channels:
             x = F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
         return x
