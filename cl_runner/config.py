@@ -140,3 +140,20 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
             f"train.warmup_epochs={settings.warmup_epochs} exceeds train.epochs={settings.epochs}"
         )
     return settings, resolve_device(_get(cfg, "device"))
+
+
+def run_choices(cfg: DictConfig, choices: dict, user_overrides: list[str]) -> dict:
+    """The config-group picks to record for a run. A method_dataset recipe may pin its own
+    backbone (DER on CIFAR-100: ResNet-18), so the backbone is named by what will be built;
+    a different backbone asked for on the command line would be silently replaced: refuse it."""
+    choices = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+    built = str(cfg.backbone._target_).rsplit(".", 1)[-1]
+    asked = [o.split("=", 1)[1] for o in user_overrides if o.split("=", 1)[0].lstrip("+") == "backbone"]
+    if asked and asked[-1] != built:
+        recipe = choices.get("method_dataset")
+        raise ConfigError(
+            f"method_dataset/{recipe} pins backbone={built} (the recipe's); add ~method_dataset "
+            f"to run backbone={asked[-1]} without the recipe"
+        )
+    choices["backbone"] = built
+    return choices

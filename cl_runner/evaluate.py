@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cl_runner.data.files import batches
 from cl_runner.data.images import ImageSet
 from cl_runner.data.schedule import Task
 
@@ -17,7 +18,8 @@ def forward_all(
     """The model's outputs (eval mode, no distortion) over many images, in large batches."""
     was_training = model.training
     model.eval()
-    parts = [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    device = next(model.parameters()).device
+    parts = [model(normalize(batch.to(device, non_blocking=True))) for batch in batches(images, batch_size)]
     model.train(was_training)
     return {key: torch.cat([p[key] for p in parts]).float() for key in parts[0]}
 

@@ -14,6 +14,7 @@ from torch import nn
 from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
 from cl_runner.checkpoint import Position, position_dict, rng_state, set_rng_state
+from cl_runner.data.files import FileImages, FileLoader
 from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.memory import ExemplarMemory
@@ -150,9 +151,9 @@ class Runner:
         rehearsed = self.memory.indices().to(self.device)
         rehearsed = rehearsed[~fresh[rehearsed]]
         idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
-        loader = DeviceLoader(
-            train.images[idx], train.labels[idx], self.settings.batch_size, True, self.generator
-        )
+        images = train.images[idx]
+        kind = FileLoader if isinstance(images, FileImages) else DeviceLoader
+        loader = kind(images, train.labels[idx], self.settings.batch_size, True, self.generator)
         return TaskData(loader, task, self.augment, self.generator)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

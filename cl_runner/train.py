@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner import checkpoint
-from cl_runner.config import build, validate
+from cl_runner.config import build, run_choices, validate
 from cl_runner.data.build import load_splits
 from cl_runner.data.images import ImageSet, Splits
 from cl_runner.data.loader import Augment
@@ -135,9 +135,10 @@ def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Re
 def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    runtime = HydraConfig.get().runtime
-    choices = {k: v for k, v in runtime.choices.items() if not k.startswith("hydra/")}
+    hydra_cfg = HydraConfig.get()
+    runtime = hydra_cfg.runtime
     try:
+        choices = run_choices(cfg, runtime.choices, list(hydra_cfg.overrides.task))
         results = run(cfg, runtime.output_dir, choices)
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

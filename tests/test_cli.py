@@ -70,6 +70,11 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (["resume=/nonexistent"], "cl-run: error: resume=/nonexistent: not a cl-run run folder"),
         (["resume=true"], "cl-run: error: resume=true needs the run folder"),
         (["logger.mode=loud"], "cl-run: error: logger.mode='loud' is invalid"),
+        (
+            ["method=der", "dataset=cifar100", "backbone=resnet32"],
+            "cl-run: error: method_dataset/der_cifar100 pins backbone=resnet18 (the recipe's); "
+            "add ~method_dataset to run backbone=resnet32 without the recipe",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):

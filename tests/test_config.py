@@ -85,3 +85,35 @@ def test_cuda_requested_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         validate(make_cfg("device=cuda"))
+
+
+def test_der_on_cifar100_picks_the_official_recipe():
+    cfg = make_cfg("method=der", "dataset=cifar100")
+    assert cfg.backbone._target_.endswith("resnet18.resnet18") and cfg.backbone.stem == "cifar"
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (170, 128, 0.1, 0.9, 5e-4)
+    assert (t.scheduler, list(t.milestones), t.gamma, t.warmup_epochs) == ("multistep", [100, 120], 0.1, 10)
+    assert (cfg.memory.size, cfg.memory.per_class, cfg.memory.selection) == (2000, None, "herding")
+    m = cfg.method
+    assert (m.balanced_epochs, m.balanced_lr, list(m.balanced_milestones), m.balanced_temperature) == (
+        30, 0.1, [15], 5.0,
+    )  # fmt: skip
+    assert m.prune is True
+    # only for that pair, and the command line still wins
+    assert make_cfg("method=lwf", "dataset=cifar100").backbone._target_.endswith("resnet32")
+    assert make_cfg("method=der", "dataset=cifar100", "train.epochs=3").train.epochs == 3
+    assert make_cfg("method=der", "dataset=cifar100", "~method_dataset").train.epochs == 160
+
+
+def test_recorded_backbone_is_the_one_built():
+    from cl_runner.config import run_choices
+
+    cfg = make_cfg("method=der", "dataset=cifar100")
+    choices = {"method": "der", "dataset": "cifar100", "backbone": "resnet32", "hydra/launcher": "basic"}
+    assert run_choices(cfg, {**choices, "method_dataset": "der_cifar100"}, ["method=der"]) == {
+        "method": "der", "dataset": "cifar100", "backbone": "resnet18", "method_dataset": "der_cifar100",
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="add ~method_dataset"):
+        run_choices(cfg, choices, ["backbone=resnet32"])
+    picked = run_choices(make_cfg("backbone=resnet20"), choices, ["backbone=resnet20"])
+    assert picked["backbone"] == "resnet20"

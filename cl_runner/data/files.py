@@ -1,0 +1,127 @@
+"""Images kept as files on disk (ImageNet scale: too large for memory), decoded by DataLoader
+workers into uint8 batches of the same form the in-memory data sets have.
+
+`FileImages` stands where an in-memory uint8 tensor stands in an `ImageSet`: indexing it gives
+a lazy subset, never pixels. Pixels come from `batches()` (evaluation, herding: resize and
+centre crop) and from `FileLoader` (training: random resized crop and flip in the workers),
+both through a DataLoader with worker processes and pinned memory.
+"""
+
+from collections.abc import Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from cl_runner.errors import ConfigError
+
+RESIZE_RATIO = 256 / 224  # evaluation: resize the short side to 256 for a 224 crop
+
+
+class FileImages:
+    """A list of image files, all delivered as uint8 3 x size x size."""
+
+    def __init__(self, paths: list[str], size: int, workers: int = 4):
+        self.paths, self.size, self.workers = list(paths), size, workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), 3, self.size, self.size)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, device) -> "FileImages":
+        return self  # files stay on disk; batches move to the device as they are decoded
+
+    def __getitem__(self, key) -> "FileImages":
+        if isinstance(key, slice):
+            return FileImages(self.paths[key], self.size, self.workers)
+        index = torch.as_tensor(key).cpu()
+        if index.dtype == torch.bool:
+            index = index.nonzero().squeeze(1)
+        return FileImages([self.paths[i] for i in index.tolist()], self.size, self.workers)
+
+    def transform(self, train: bool) -> v2.Transform:
+        if train:  # the standard ImageNet training distortion
+            steps = [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
+        else:
+            steps = [v2.Resize(round(self.size * RESIZE_RATIO), antialias=True), v2.CenterCrop(self.size)]
+        return v2.Compose([v2.PILToTensor(), *steps])
+
+
+class _Decode(Dataset):
+    def __init__(self, paths: list[str], transform: v2.Transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        try:
+            with Image.open(self.paths[i]) as image:
+                return self.transform(image.convert("RGB"))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{self.paths[i]} is not a readable image ({error})") from None
+
+
+def _loader(images: FileImages, order: list[int], batch_size: int, train: bool, seed: int) -> DataLoader:
+    dataset = _Decode([images.paths[i] for i in order], images.transform(train))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=images.workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),  # seeds the workers' random crops
+    )
+
+
+def _iterate(loader: DataLoader) -> Iterator[torch.Tensor]:
+    try:
+        yield from loader
+    except ConfigError as error:  # raised in a worker: keep only its own message, one line
+        raise ConfigError(str(error).strip().splitlines()[-1].split("ConfigError: ", 1)[-1]) from None
+
+
+def batches(images, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches in order: slices of a tensor, or decoded files (resize + centre crop)."""
+    if not isinstance(images, FileImages):
+        for i in range(0, len(images), batch_size):
+            yield images[i : i + batch_size]
+        return
+    yield from _iterate(_loader(images, list(range(len(images))), batch_size, train=False, seed=0))
+
+
+class FileLoader:
+    """`DeviceLoader`'s interface over files: shuffled batches, decoded and distorted by workers,
+    moved to the labels' device; `order` and `start_batch` continue an interrupted epoch."""
+
+    def __init__(self, images: FileImages, labels: torch.Tensor, batch_size: int, shuffle: bool, generator):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        return self.epoch()
+
+    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
+        n, dev = len(self.labels), self.labels.device
+        if order is None and self.shuffle:
+            order = torch.randperm(n, device=dev, generator=self.generator)
+        elif order is None:
+            order = torch.arange(n)
+        self.order = order
+        rest = order[start_batch * self.batch_size :]
+        seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
+        loader = _loader(self.images, rest.tolist(), self.batch_size, train=True, seed=seed)
+        for b, images in enumerate(_iterate(loader)):
+            idx = rest[b * self.batch_size : (b + 1) * self.batch_size]
+            yield images.to(dev, non_blocking=True), self.labels[idx.to(dev)]

@@ -1,0 +1,224 @@
+"""Training speed of the runner against the hardware's ceiling, and peak memory.
+
+    python scripts/bench.py                       # resnet32, batch 128, CIFAR-shaped data, all methods
+    python scripts/bench.py --methods finetune,der --out bench.json
+
+Each measurement runs in a fresh process (so peak resident memory is its own):
+
+- ceiling: images/s of forward + backward + SGD step of the backbone and a linear head on
+  normalised tensors already in memory, at the same batch size and thread count; and of a
+  forward pass alone (eval mode, no autograd), which old networks cost;
+- each method: the runner's images/s in the last epoch of every step, on generated
+  CIFAR-shaped data (3x32x32, 100 classes), loggers off.
+
+The cost model says what each method should reach: finetune and MAS one training pass (c),
+LwF one pass plus one teacher forward (f), DER at step t one pass plus t forwards of the
+frozen extractors, SD two passes (two views). `vs_model` is measured / predicted: 1.0 means the
+runner adds nothing over the arithmetic the method needs. Results go to JSON and a table.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = ["finetune", "lwf", "mas", "der", "sd"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def overrides(args) -> list[str]:
+    return [
+        "dataset=synthetic",
+        f"dataset.num_classes={args.classes}",
+        "dataset.size=32",
+        "dataset.channels=3",
+        f"dataset.source.train_per_class={args.train_per_class}",
+        "dataset.source.test_per_class=10",
+        "dataset.augment.crop_padding=4",
+        f"backbone={args.backbone}",
+        f"train.batch_size={args.batch_size}",
+        f"train.epochs={args.epochs}",
+        "train.lr=0.01",
+        f"steps={args.steps}",
+        f"device={args.device}",
+        "logger=local",
+        "logger.plots=false",
+        "checkpoint.every_epochs=0",
+    ]
+
+
+def compose(args, *extra: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from cl_runner.paths import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return hydra_compose("train", overrides=[*overrides(args), *extra])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_ceiling(args) -> dict:
+    from torch import nn
+
+    from cl_runner.config import build, resolve_device
+
+    cfg = compose(args)
+    device = resolve_device(cfg.device)
+    backbone = build(cfg.backbone, in_channels=3, image_size=32)
+    model = nn.Sequential(backbone, nn.Linear(backbone.feature_dim, args.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(args.classes, (args.batch_size,), device=device)
+
+    def train_step():
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    rates = {}
+    for name, step, mode in (("train", train_step, True), ("forward", forward, False)):
+        model.train(mode)
+        for _ in range(3):
+            step()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.iterations):
+            step()
+        sync(device)
+        rates[name] = args.iterations * args.batch_size / (time.perf_counter() - start)
+    return {"train_images_per_s": rates["train"], "forward_images_per_s": rates["forward"]}
+
+
+def measure_method(args, method: str) -> dict:
+    from cl_runner.loggers import Logger
+    from cl_runner.train import build_runner
+
+    extra = {"sd": ["method=sd"], "der": ["method=der", f"memory.size={args.der_memory}"]}.get(
+        method, [f"method={method}"]
+    )
+
+    class LastEpoch(Logger):
+        def __init__(self):
+            self.rates: dict[int, float] = {}
+
+        def epoch_end(self, task, epoch, stats):
+            self.rates[task.index] = stats["images_per_s"]  # the last epoch of each step wins
+
+    with tempfile.TemporaryDirectory() as out:
+        runner = build_runner(compose(args, *extra), out)
+        runner.logger = LastEpoch()
+        start = time.perf_counter()
+        runner.run()
+        wall = time.perf_counter() - start
+    rates = [runner.logger.rates[t] for t in sorted(runner.logger.rates)]
+    return {"images_per_s_per_step": rates, "wall_s": wall}
+
+
+def predicted(method: str, step: int, c: float, f: float) -> float:
+    """Images/s the cost model allows at `step` (0-based), from the ceiling's rates."""
+    seconds = 1 / c
+    if method == "lwf" and step > 0:
+        seconds += 1 / f  # the teacher's forward
+    if method == "der":
+        seconds += step / f  # one forward per frozen extractor
+    if method == "sd":
+        seconds = 2 / c  # two views, each forward and backward
+    return 1 / seconds
+
+
+def child(args) -> None:
+    torch.set_num_threads(args.threads)
+    result = measure_ceiling(args) if args.child == "ceiling" else measure_method(args, args.child)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("BENCH " + json.dumps(result))
+
+
+def run_child(argv: list[str], name: str) -> dict:
+    command = [sys.executable, __file__, "--child", name, *argv]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"bench: {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("BENCH ") :])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="resnet32")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--train-per-class", type=int, default=64, help="64 x 20 classes = 10 full batches")
+    parser.add_argument("--epochs", type=int, default=2, help="the last epoch of each step is timed")
+    parser.add_argument("--iterations", type=int, default=20, help="timed batches of the ceiling")
+    parser.add_argument("--der-memory", type=int, default=2000)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", default="bench.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    ceiling = run_child(argv, "ceiling")
+    c, f = ceiling["train_images_per_s"], ceiling["forward_images_per_s"]
+    report = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
+        "torch": torch.__version__,
+        "ceiling": ceiling,
+        "methods": {},
+    }
+    rows = [("ceiling (train step)", f"{c:.0f}", "", "1.00", "", f"{ceiling['peak_rss_mb']:.0f}")]
+    rows.append(("ceiling (forward only)", f"{f:.0f}", "", "", "", ""))
+    for method in args.methods.split(","):
+        result = run_child(argv, method)
+        rates = result["images_per_s_per_step"]
+        result["vs_ceiling"] = [r / c for r in rates]
+        result["vs_model"] = [r / predicted(method, t, c, f) for t, r in enumerate(rates)]
+        report["methods"][method] = result
+        for t, rate in enumerate(rates):
+            rows.append((
+                f"{method} step {t}" if len(rates) > 1 else method,
+                f"{rate:.0f}",
+                f"{predicted(method, t, c, f):.0f}",
+                f"{result['vs_ceiling'][t]:.2f}",
+                f"{result['vs_model'][t]:.2f}",
+                f"{result['peak_rss_mb']:.0f}" if t == 0 else "",
+            ))  # fmt: skip
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    header = ("", "images/s", "model", "vs ceiling", "vs model", "peak RSS MB")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
