@@ -122,7 +122,8 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     _int(cfg, "class_order_seed", 0, optional=True)
     _int(cfg, "seed", 0)
     _int(cfg, "checkpoint.every_epochs", 0)
-    _bool(cfg, "resume")
+    if _get(cfg, "resume") != "auto":
+        _bool(cfg, "resume")
     _int(cfg, "memory.size", 0)
     per_class = _int(cfg, "memory.per_class", 1, optional=True)
     if per_class and _get(cfg, "memory.size"):

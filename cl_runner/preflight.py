@@ -20,6 +20,23 @@ NOT_A_SINGLE_RUN = {
 }  # fmt: skip
 
 
+# Launchers that come from optional extras of the package: the plugin module and the extra.
+LAUNCHER_EXTRAS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
+
+
+def check_launcher(name: str) -> None:
+    import importlib.util
+
+    module, extra = LAUNCHER_EXTRAS.get(name, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        _fail(f"hydra/launcher={name} needs the {extra} extra: pip install 'cl_runner[{extra}]'")
+
+
 def _fail(message: str) -> None:
     print(f"cl-run: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -63,6 +80,8 @@ def check_overrides(argv: list[str], configs: Path) -> None:
             _fail(f"cannot parse '{arg}': {str(error).splitlines()[0]}")
     for override in overrides:
         group = override.key_or_group.lstrip("+~")
+        if group == "hydra/launcher" and not override.is_delete():
+            check_launcher(override.get_value_element_as_str())
         folder = configs / group
         if override.package or group.startswith("hydra") or not folder.is_dir() or override.is_delete():
             continue
@@ -88,7 +107,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
     overrides it was started with; overrides given now replace those keys (and a change that
     alters the experiment is refused later, naming the keys)."""
     values = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
-    if not values or values[-1].lower() in ("false", "null"):
+    if not values or values[-1].lower() in ("false", "null", "auto"):
         return argv
     folder = values[-1]
     if folder.lower() == "true":

@@ -93,7 +93,9 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     saved = None
-    if cfg.resume:
+    # resume=auto (sweeps, SLURM requeues): continue when this folder already holds a checkpoint
+    resume = (out_dir / checkpoint.CHECKPOINT).is_file() if cfg.resume == "auto" else cfg.resume
+    if resume:
         saved = checkpoint.load(out_dir, device)
         checkpoint.check_same_config(saved["config"], resolved)
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
@@ -137,6 +139,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     runtime = hydra_cfg.runtime
+    if os.environ.get("CL_RUNNER_RESUME") == "auto" and cfg.resume is False:
+        cfg.resume = "auto"  # set by the SLURM launcher: a requeued job continues its checkpoint
     try:
         choices = run_choices(cfg, runtime.choices, list(hydra_cfg.overrides.task))
         results = run(cfg, runtime.output_dir, choices)
