@@ -87,8 +87,16 @@ def load(folder: Path) -> tuple[dict | None, str | None]:
     return metrics, None
 
 
+def grouped(key: str) -> bool:
+    """Whether a flattened config key makes runs different experiments. Copies of the run's
+    seed inside a node (DER's `method.seed: ${seed}`) do not."""
+    parts = key.split(".")
+    return parts[0] not in NOT_GROUPED and parts[-1] != "seed"
+
+
 def group_key(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPED}, sort_keys=True, default=str)
+    items = {k: v for k, v in flatten(config).items() if grouped(k)}
+    return json.dumps(items, sort_keys=True, default=str)
 
 
 def columns_of(run: dict) -> dict[str, str]:
@@ -134,7 +142,7 @@ def differing(group: Group, others: list[Group]) -> str:
         k
         for o in others
         for k, v in flatten(o.runs[0]["config"]).items()
-        if k.split(".")[0] not in NOT_GROUPED and mine.get(k) != v
+        if grouped(k) and mine.get(k) != v
     )
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
 

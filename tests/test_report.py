@@ -24,6 +24,7 @@ def write_run(
         "init_classes": None,
         "train": {"lr": 0.1},
         "sd": {"enabled": False},
+        "method": {"seed": seed, "lamb": 1.0},  # a copy of the seed (DER's method.seed) groups too
     }
     if paper:
         config["paper"] = paper
