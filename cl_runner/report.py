@@ -142,7 +142,7 @@ def differing(group: Group, others: list[Group]) -> str:
         k
         for o in others
         for k, v in flatten(o.runs[0]["config"]).items()
-        if grouped(k) and mine.get(k) != v
+        if grouped(k) and not k.startswith("paper") and mine.get(k) != v  # paper numbers follow the rest
     )
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
 

@@ -117,3 +117,25 @@ def test_recorded_backbone_is_the_one_built():
         run_choices(cfg, choices, ["backbone=resnet32"])
     picked = run_choices(make_cfg("backbone=resnet20"), choices, ["backbone=resnet20"])
     assert picked["backbone"] == "resnet20"
+
+
+@pytest.mark.parametrize("name", [n for n in options("experiment") if n.startswith("der_")])
+def test_der_presets_carry_the_paper_numbers_of_der_or_der_without_pruning(name):
+    cfg = make_cfg(f"experiment={name}")
+    numbers = OmegaConf.to_container(cfg, resolve=True)["paper"]
+    assert numbers == dict(cfg.paper_by_pruning["True"])
+    without = OmegaConf.to_container(make_cfg(f"experiment={name}", "method.prune=false"), resolve=True)
+    assert without["paper"] == dict(cfg.paper_by_pruning["False"]) != numbers
+    assert set(numbers) == {"avg_incremental_acc", "last_acc"}
+    assert cfg.memory.size == 2000 and cfg.method._target_.endswith("DER")
+
+
+def test_der_cifar100_presets_follow_the_protocols():
+    expected = {"b0_5": (None, 5), "b0_10": (None, 10), "b0_20": (None, 20),
+                "b50_2": (50, 2), "b50_5": (50, 5), "b50_10": (50, 10)}  # fmt: skip
+    for name, (base, steps) in expected.items():
+        cfg = make_cfg(f"experiment=der_cifar100_{name}")
+        assert (cfg.init_classes, cfg.steps, cfg.class_order_seed) == (base, steps, 1993)
+        assert cfg.train.epochs == 170 and cfg.backbone._target_.endswith("resnet18")
+    paper = make_cfg("experiment=der_cifar100_b0_10").paper
+    assert paper == {"avg_incremental_acc": 74.64, "last_acc": 64.36}

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_runner.errors import ConfigError
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
@@ -62,9 +64,17 @@ class CifarResNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
-def resnet20(in_channels: int = 3, image_size: int | None = None) -> CifarResNet:
+def _check_stem(stem: str) -> None:
+    # Accepted so that a config written for ResNet-18 (`stem: cifar`) can swap in these.
+    if stem != "cifar":
+        raise ConfigError(f"backbone.stem={stem!r}: the CIFAR ResNets only have the cifar stem")
+
+
+def resnet20(in_channels: int = 3, image_size: int | None = None, stem: str = "cifar") -> CifarResNet:
+    _check_stem(stem)
     return CifarResNet(20, in_channels)
 
 
-def resnet32(in_channels: int = 3, image_size: int | None = None) -> CifarResNet:
+def resnet32(in_channels: int = 3, image_size: int | None = None, stem: str = "cifar") -> CifarResNet:
+    _check_stem(stem)
     return CifarResNet(32, in_channels)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Reproduce one paper table: run its sweep, then cl-report on it (paper numbers beside ours).
+#
+#   scripts/reproduce.sh TABLE [--smoke] [extra cl-run overrides...]
+#
+# TABLE: der_cifar100 | der_imagenet100 | lwf_mas_cifar100 | sd_cifar100
+# Extra overrides go to every job, e.g. a launcher: hydra/launcher=slurm hydra.launcher.partition=gpu
+# Results: ${OUT:-reproduce}/TABLE/ (one folder per job) and its report/ (report.md, .csv, .png).
+# Every job runs with resume=auto: running the same command again continues unfinished jobs.
+#
+# --smoke runs the same sweep shrunk so that it finishes in minutes on a CPU: generated
+# CIFAR-format files (4 training images per class), one epoch, a ResNet-20, one seed.
+set -euo pipefail
+
+usage() { echo "usage: $0 der_cifar100|der_imagenet100|lwf_mas_cifar100|sd_cifar100 [--smoke] [overrides...]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+table=$1; shift
+smoke=0
+if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-python}
+cl_run=(${CL_RUN:-cl-run})
+cl_report=(${CL_REPORT:-cl-report})
+out=${OUT:-reproduce}/$table$([ $smoke = 1 ] && echo _smoke || true)
+seeds=${SEEDS:-0,1,2}
+
+case $table in
+  der_cifar100)
+    sweep=(experiment=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
+           method.prune=true,false)
+    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100
+            ++method.balanced_epochs=1 train.warmup_epochs=0) ;;
+  der_imagenet100)
+    sweep=(experiment=der_imagenet100_b0_10 method.prune=true,false)
+    [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; } ;;
+  lwf_mas_cifar100)
+    sweep=(experiment=lwf_cifar100_10steps,mas_cifar100_10steps)
+    shrink=(backbone=resnet20) ;;
+  sd_cifar100)
+    sweep=(experiment=sd_cifar100_resnet18 sd.enabled=true,false)
+    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20) ;;
+  *) usage ;;
+esac
+
+extra=()  # ++: these keys exist only in the swept presets, not in the sweep's base config
+if [ $smoke = 1 ]; then
+  seeds=${SEEDS:-0}
+  "$python" "$here/synthetic_cifar.py" "$out/data" --train-per-class 4 --test-per-class 2 >/dev/null
+  extra=("${shrink[@]}" "++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
+fi
+
+"${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+"${cl_report[@]}" "$out" --out "$out/report"

@@ -1,0 +1,49 @@
+"""scripts/reproduce.sh: a paper table's sweep and its report, here in its --smoke form."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "reproduce.sh"
+
+
+def reproduce(*args: str, out: Path) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable,
+           "CL_RUN": str(bin_dir / "cl-run"), "CL_REPORT": str(bin_dir / "cl-report")}  # fmt: skip
+    command = ["bash", str(SCRIPT), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent)
+
+
+@pytest.mark.parametrize("args", [["nope"], ["der_imagenet100", "--smoke"], []])
+def test_unknown_table_or_impossible_smoke_is_refused(tmp_path, args):
+    proc = reproduce(*args, out=tmp_path / "out")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # twelve small runs: about five minutes on two cores
+def test_der_cifar100_smoke_reproduces_the_table_with_the_paper_column(tmp_path):
+    proc = reproduce("der_cifar100", "--smoke", "device=cpu", out=tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "out" / "der_cifar100_smoke"
+    jobs = [p for p in folder.iterdir() if (p / "metrics.json").is_file()]
+    assert len(jobs) == 12  # 6 protocols x DER / DER w/o P, one seed
+    with (folder / "report" / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and (folder / "report" / "report.md").is_file()
+    for name in ("b0_5", "b0_10", "b0_20", "b50_2", "b50_5", "b50_10"):
+        preset = OmegaConf.load(ROOT / "configs" / "experiment" / f"der_cifar100_{name}.yaml")
+        base, steps = preset.init_classes, preset.steps
+        schedule = f"B{base or 0} {steps} steps"
+        for prune in ("True", "False"):
+            differs = f"method.prune={prune}"
+            (row,) = [r for r in rows if r["schedule"] == schedule and r["differs"] == differs]
+            paper = preset.paper_by_pruning[prune]
+            assert float(row["paper avg"]) == pytest.approx(paper.avg_incremental_acc)
+            assert float(row["paper last"]) == pytest.approx(paper.last_acc)
