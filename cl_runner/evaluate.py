@@ -18,7 +18,9 @@ def forward_all(
     """The model's outputs (eval mode, no distortion) over many images, in large batches."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    # File-based images arrive on the CPU; in-memory ones are already where the model is.
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else images.device
     parts = [model(normalize(batch.to(device, non_blocking=True))) for batch in batches(images, batch_size)]
     model.train(was_training)
     return {key: torch.cat([p[key] for p in parts]).float() for key in parts[0]}
