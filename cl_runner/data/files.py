@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from cl_runner.data.loader import DeviceLoader
 from cl_runner.errors import ConfigError
 
 RESIZE_RATIO = 256 / 224  # evaluation: resize the short side to 256 for a 224 crop
@@ -98,28 +99,13 @@ def batches(images, batch_size: int) -> Iterator[torch.Tensor]:
     yield from _iterate(_loader(images, list(range(len(images))), batch_size, train=False, seed=0))
 
 
-class FileLoader:
-    """`DeviceLoader`'s interface over files: shuffled batches, decoded and distorted by workers,
-    moved to the labels' device; `order` and `start_batch` continue an interrupted epoch."""
-
-    def __init__(self, images: FileImages, labels: torch.Tensor, batch_size: int, shuffle: bool, generator):
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def __iter__(self):
-        return self.epoch()
+class FileLoader(DeviceLoader):
+    """`DeviceLoader` over files: the same batches, decoded and distorted by workers and moved
+    to the labels' device; `order` and `start_batch` continue an interrupted epoch."""
 
     def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
-        n, dev = len(self.labels), self.labels.device
-        if order is None and self.shuffle:
-            order = torch.randperm(n, device=dev, generator=self.generator)
-        elif order is None:
-            order = torch.arange(n)
-        self.order = order
-        rest = order[start_batch * self.batch_size :]
+        dev = self.labels.device
+        rest = self.start_epoch(order)[start_batch * self.batch_size :]
         seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
         loader = _loader(self.images, rest.tolist(), self.batch_size, train=True, seed=seed)
         for b, images in enumerate(_iterate(loader)):

@@ -77,9 +77,9 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch()
 
-    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
-        """One pass. `order` and `start_batch` continue an interrupted epoch; the pass's order
-        stays in `self.order` so that a checkpoint can record it."""
+    def start_epoch(self, order: torch.Tensor | None) -> torch.Tensor:
+        """The pass's order: the given one (an interrupted epoch) or a new one. It stays in
+        `self.order` so that a checkpoint can record it."""
         n, dev = len(self.labels), self.labels.device
         if order is None:
             if self.shuffle:
@@ -87,6 +87,11 @@ class DeviceLoader:
             else:
                 order = torch.arange(n, device=dev)
         self.order = order
-        for start in range(start_batch * self.batch_size, n, self.batch_size):
+        return order
+
+    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
+        """One pass. `order` and `start_batch` continue an interrupted epoch."""
+        order = self.start_epoch(order)
+        for start in range(start_batch * self.batch_size, len(self.labels), self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.images[idx], self.labels[idx]

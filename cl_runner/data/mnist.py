@@ -24,7 +24,8 @@ def read_idx(folder: Path, name: str, magic: int) -> np.ndarray:
     else:
         raise ConfigError(f"{folder / name} is missing (nor is there a .gz)")
     try:
-        data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
     except OSError as error:
         raise ConfigError(f"{path} cannot be read ({error})") from None
     dims = 3 if magic == IMAGES_MAGIC else 1

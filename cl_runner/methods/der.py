@@ -58,7 +58,7 @@ class DER(Method):
         require(balanced_temperature > 0, f"method.balanced_temperature={balanced_temperature}: expected > 0")
         require(sparsity_weight >= 0, f"method.sparsity_weight={sparsity_weight} is invalid: expected >= 0")
         require(s_max >= 1, f"method.s_max={s_max} is invalid: expected a number >= 1")
-        self.aux_weight, self.prune = aux_weight, prune
+        self.aux_weight = aux_weight
         self.sparsity_weight, self.s_max = sparsity_weight, s_max
         masks = MaskSettings(s_max, mask_init, mask_compensation) if prune else None
         self.network = functools.partial(ExpandableNet, masks=masks)
