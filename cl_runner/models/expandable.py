@@ -147,7 +147,9 @@ class ExpandableNet(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         if not state["masks"]:
             self.drop_masks()
-        if state["template"]:
+        if not state["template"]:
+            self.template = None
+        elif self.template is None:  # a fresh model (resume): its last extractor is still unpruned
             self.template = copy.deepcopy(self.extractors[-1]).requires_grad_(False).eval()
         for index, keep in enumerate(state["kept"]):
             if keep is not None and self.kept[index] is None:
