@@ -23,7 +23,12 @@ def forward_all(
     device = param.device if param is not None else images.device
     parts = [model(normalize(batch.to(device, non_blocking=True))) for batch in batches(images, batch_size)]
     model.train(was_training)
-    return {key: torch.cat([p[key] for p in parts]).float() for key in parts[0]}
+    return {key: at_least_float32(torch.cat([p[key] for p in parts])) for key in parts[0]}
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 outputs (AMP) as float32; float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @dataclass

@@ -12,6 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from cl_runner.distributed import Ranks
+
 # Hydra flags after which the arguments are not a plain single run to compose.
 NOT_A_SINGLE_RUN = {
     "-m", "--multirun", "-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help",
@@ -38,7 +40,8 @@ def check_launcher(name: str) -> None:
 
 
 def _fail(message: str) -> None:
-    print(f"cl-run: error: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank sees the same mistake
+        print(f"cl-run: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -129,3 +132,22 @@ def resume_arguments(argv: list[str]) -> list[str]:
         if not o.startswith(("resume=", "hydra.")) and o.split("=", 1)[0].lstrip("+~") not in given_keys
     ]
     return [*kept, *given, f"hydra.run.dir={folder}", "resume=true"]
+
+
+RANK_FOLDER_PREFIX = "cl-run-rank"
+
+
+def torchrun_arguments(argv: list[str], ranks: Ranks) -> list[str]:
+    """Under torchrun every process is one rank of the same run. Rank 0 keeps Hydra's run
+    folder; the others get a throw-away one (the run's real folder is sent to them once the
+    processes are connected) and no logging of their own."""
+    if not ranks.active:
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        _fail("torchrun runs one experiment on several processes; run sweeps (-m) without torchrun")
+    if ranks.leader:
+        return argv
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=f"{RANK_FOLDER_PREFIX}{ranks.rank}-")
+    return [*argv, f"hydra.run.dir={folder}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]

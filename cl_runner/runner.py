@@ -19,6 +19,7 @@ from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
+from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.evaluate import evaluate, forward_all
 from cl_runner.methods.base import Method, TaskData
@@ -85,11 +86,12 @@ class Runner:
         logger,
         out_dir: Path,
         every_epochs: int = 1,
+        ranks: Ranks = SINGLE,
     ):
         self.model, self.method, self.memory, self.data = model, method, memory, data
         self.tasks, self.settings, self.augment, self.device = tasks, settings, augment, device
         self.results, self.logger = results, logger
-        self.out_dir, self.every_epochs = Path(out_dir), every_epochs
+        self.out_dir, self.every_epochs, self.ranks = Path(out_dir), every_epochs, ranks
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.position = Position()
         self.optimizer: torch.optim.Optimizer | None = None
@@ -121,6 +123,8 @@ class Runner:
             recalibrate(self.model, (batch.view() for batch in data))
         self.memory.update(self.data.train, task.labels, self.embed)
         self.method.after_task(task, self.model, self.memory, data)
+        if self.ranks.active:
+            self.adopt_leader_state()
         seconds = time.perf_counter() - start
         evaluation = evaluate(
             self.model,
@@ -156,6 +160,23 @@ class Runner:
         loader = kind(images, train.labels[idx], self.settings.batch_size, True, self.generator)
         return TaskData(loader, task, self.augment, self.generator)
 
+    def adopt_leader_state(self) -> None:
+        """Every rank did the after-task work; all continue from rank 0's result (exemplars,
+        pruned extractor, re-trained classifier, importance), as a resume would."""
+
+        def leader_state() -> dict:
+            return {
+                "model": self.model.state_dict(),
+                "method": self.method.state_dict(),
+                "memory": self.memory.state_dict(),
+            }
+
+        state = self.ranks.from_leader(leader_state, self.device)
+        if not self.ranks.leader:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            self.memory.load_state_dict(state["memory"], self.device)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return forward_all(self.model, images, self.augment.normalize, self.settings.eval_batch_size)[
             "features"
@@ -171,18 +192,19 @@ class Runner:
         s = self.settings
         if s.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        model = torch.compile(self.model) if s.compile else self.model
         stages = self.stages(task)
         self.logger.task_start(task, sum(epochs for _, epochs in stages), len(data))
         names = [name for name, _ in stages]
-        for name, epochs in stages[names.index(self.position.stage) :]:
-            if name == "warmup":
-                self.model.eval()
-                params = list(self.model.heads[-1].parameters())
-            else:
-                self.model.train()
-                params = [p for p in self.model.parameters() if p.requires_grad]
-            self.run_epochs(task, data, model, params, name, epochs)
+        with self.ranks.replicate(self.model, self.device) as replica:
+            model = torch.compile(replica) if s.compile else replica
+            for name, epochs in stages[names.index(self.position.stage) :]:
+                if name == "warmup":
+                    self.model.eval()
+                    params = list(self.model.heads[-1].parameters())
+                else:
+                    self.model.train()
+                    params = [p for p in self.model.parameters() if p.requires_grad]
+                self.run_epochs(task, data, model, params, name, epochs)
 
     def run_epochs(self, task: Task, data: TaskData, model, params: list, stage: str, epochs: int) -> None:
         s = self.settings
@@ -203,24 +225,27 @@ class Runner:
             sums: dict[str, torch.Tensor] = {}
             first_bad = torch.full((), -1, device=self.device)
             started = time.perf_counter()
-            batches = data.epoch(order, start_batch)
+            batches = data.epoch(order, start_batch, self.ranks)
             order = None
-            for b, batch in enumerate(batches, start=start_batch):
+            for batch in batches:
+                b = batch.index
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.amp):
                     loss, parts = self.method.training_loss(batch, model)
                 bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
                 first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
+                (loss * self.ranks.weight(batch.size)).backward()
                 self.optimizer.step()
                 self.method.after_step(self.model, self.optimizer.param_groups[0]["lr"])
                 for name, value in {"loss": loss.detach(), **parts}.items():
                     sums[name] = sums.get(name, 0) + value.float()
                 self.logger.batch_end()
-                if self.signal is not None:
+                if self.ranks.any(self.signal is not None, self.device):  # all ranks stop at one batch
                     self.position = Position(task.index, stage, epoch, b + 1, fresh=False)
                     self.save_checkpoint(order=data.loader.order)
-                    raise Interrupted(self.signal, self.out_dir)
+                    raise Interrupted(self.signal or signal.SIGTERM, self.out_dir)
+            sums, first_bad = self.ranks.mean(sums), self.ranks.max(first_bad)
             bad_batch = int(first_bad)
             if bad_batch >= 0:
                 raise NonFiniteLossError(
@@ -251,6 +276,8 @@ class Runner:
         return handlers
 
     def save_checkpoint(self, order: torch.Tensor | None = None) -> None:
+        if not self.ranks.leader:
+            return
         mid_stage = self.optimizer is not None and not self.position.fresh
         checkpoint.save(
             self.out_dir,

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -16,13 +17,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cl_runner import checkpoint
+from cl_runner import checkpoint, distributed
 from cl_runner.config import build, run_choices, validate
 from cl_runner.data.build import load_splits
 from cl_runner.data.images import ImageSet, Splits
 from cl_runner.data.loader import Augment
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import make_schedule, remap_labels
+from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError, UserError
 from cl_runner.loggers import Loggers
 from cl_runner.loggers.console import ConsoleLogger
@@ -30,7 +32,7 @@ from cl_runner.loggers.files import FileLogger
 from cl_runner.loggers.plots import PlotLogger
 from cl_runner.methods.sd import SelfDistillation
 from cl_runner.paths import config_dir
-from cl_runner.preflight import check_overrides, resume_arguments
+from cl_runner.preflight import RANK_FOLDER_PREFIX, check_overrides, resume_arguments, torchrun_arguments
 from cl_runner.results import Results
 from cl_runner.runner import Interrupted, Runner
 
@@ -65,11 +67,16 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict)
     return Loggers(*loggers)
 
 
-def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Runner:
-    """Everything a run needs, built from the composed config's plain values."""
+def build_runner(
+    cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE
+) -> Runner:
+    """Everything a run needs, built from the composed config's plain values. With several
+    processes (torchrun) this joins them; the run folder is rank 0's."""
     settings, device = validate(cfg)
-    out_dir = Path(out_dir)
-    check_writable(out_dir)
+    device = distributed.start(ranks, device)
+    out_dir = Path(ranks.from_leader(lambda: str(out_dir), device))
+    if ranks.leader:
+        check_writable(out_dir)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.dataset)
     if cfg.memory.size > len(splits.train):
@@ -99,11 +106,11 @@ def build_runner(cfg: DictConfig, out_dir: Path | str, choices: dict | None = No
         saved = checkpoint.load(out_dir, device)
         checkpoint.check_same_config(saved["config"], resolved)
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
-    logger = build_loggers(cfg.logger, out_dir, resolved, results.choices)
+    logger = build_loggers(cfg.logger, out_dir, resolved, results.choices) if ranks.leader else Loggers()
     log.info("class order: %s", order)
     runner = Runner(
         model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger,
-        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs,
+        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs, ranks=ranks,
     )  # fmt: skip
     if saved is not None:
         runner.restore(saved)
@@ -125,9 +132,13 @@ def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:
         raise ConfigError(f"only {free_mb:.0f} MB free in {out_dir}; checkpoints and metrics need more")
 
 
-def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None) -> Results:
+def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE) -> Results:
     """One experiment from a composed config. `choices` names the picked config of each group."""
-    runner = build_runner(cfg, out_dir, choices)
+    runner = build_runner(cfg, out_dir, choices, ranks)
+    return train(runner)
+
+
+def train(runner: Runner) -> Results:
     results = runner.run()
     runner.logger.run_end(results)
     return results
@@ -141,27 +152,51 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     runtime = hydra_cfg.runtime
     if os.environ.get("CL_RUNNER_RESUME") == "auto" and cfg.resume is False:
         cfg.resume = "auto"  # set by the SLURM launcher: a requeued job continues its checkpoint
+    ranks = distributed.from_environment()
     try:
-        choices = run_choices(cfg, runtime.choices, list(hydra_cfg.overrides.task))
-        results = run(cfg, runtime.output_dir, choices)
+        # Errors while building are the same on every rank (config, shared files): rank 0 says them.
+        with reported_errors(ranks, building=True):
+            choices = run_choices(cfg, runtime.choices, list(hydra_cfg.overrides.task))
+            runner = build_runner(cfg, runtime.output_dir, choices, ranks)
+        # Errors while training may be one rank's own (an unreadable image): each says its own.
+        with reported_errors(ranks, building=False):
+            results = train(runner)
+    finally:
+        distributed.stop()
+        rank_folder = Path(runtime.output_dir)
+        if not ranks.leader and rank_folder.name.startswith(RANK_FOLDER_PREFIX):
+            shutil.rmtree(rank_folder, ignore_errors=True)  # the throw-away folder Hydra made
+    # The return value is what Hydra sweepers (e.g. Optuna) optimise.
+    return results.summary()["class_il"]["last_acc"]
+
+
+@contextmanager
+def reported_errors(ranks: Ranks, building: bool):
+    """A user's mistake or a stop signal: one line on stderr and the exit code, no traceback."""
+    try:
+        yield
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"cl-run: error: {error}", file=sys.stderr)
+        if ranks.leader:
+            print(f"cl-run: error: {error}", file=sys.stderr)
+        elif not building:
+            print(f"cl-run (rank {ranks.rank}): error: {error}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
-        print(
-            f"cl-run: {stop} received; checkpoint written. Continue with: cl-run resume={stop.folder}",
-            file=sys.stderr,
-        )
+        if ranks.leader:
+            how = "the same torchrun command with" if ranks.active else "cl-run"
+            print(
+                f"cl-run: {stop} received; checkpoint written. Continue with: {how} resume={stop.folder}",
+                file=sys.stderr,
+            )
         sys.exit(128 + stop.signum)
-    # The return value is what Hydra sweepers (e.g. Optuna) optimise.
-    return results.summary()["class_il"]["last_acc"]
 
 
 def main() -> None:
     sys.argv[1:] = resume_arguments(sys.argv[1:])
     check_overrides(sys.argv[1:], Path(CONFIG_DIR))
+    sys.argv[1:] = torchrun_arguments(sys.argv[1:], distributed.from_environment())
     _hydra_main()
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 from cl_runner.data.files import FileImages, FileLoader, batches
 from cl_runner.data.imagenet import imagenet, imagenet_subset
 from cl_runner.data.mnist import mnist
+from cl_runner.distributed import Ranks
 from cl_runner.errors import ConfigError
 from cl_runner.train import run
 
@@ -93,6 +94,23 @@ def test_file_loader_shuffles_and_continues_an_interrupted_epoch(tmp_path):
     order = loader.order
     rest = [y for _, y in loader.epoch(order, start_batch=3)]
     assert torch.equal(torch.cat(rest), seen[15:]) and len(loader) == 5
+
+
+def test_file_loader_ranks_decode_only_their_rows_of_each_batch(tmp_path):
+    write_imagenet(tmp_path)
+    images = imagenet(str(tmp_path), 32, workers=0).train.images
+    labels = torch.arange(len(images))
+    single = [
+        y.tolist() for _, y in FileLoader(images, labels, 5, True, torch.Generator().manual_seed(0)).epoch()
+    ]
+    ranks = []
+    for r in range(2):
+        loader = FileLoader(images, labels, 5, True, torch.Generator().manual_seed(0))
+        ranks.append([(x.shape[0], y.tolist()) for _, x, y in loader.shards(None, 0, Ranks(r, 2))])
+    for b, expected in enumerate(single):  # 24 images: batches of 5, 5, 5, 5, 4
+        (n0, rows0), (n1, rows1) = ranks[0][b], ranks[1][b]
+        assert rows0 + rows1 == expected and n0 == len(rows0) and n1 == len(rows1)
+        assert abs(len(rows0) - len(rows1)) <= 1
 
 
 def test_imagenet_bad_input_is_one_clear_line(tmp_path):

@@ -14,7 +14,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from cl_runner.data.loader import DeviceLoader
+from cl_runner.data.loader import DeviceLoader, spans
+from cl_runner.distributed import Ranks
 from cl_runner.errors import ConfigError
 
 RESIZE_RATIO = 256 / 224  # evaluation: resize the short side to 256 for a 224 crop
@@ -71,11 +72,11 @@ class _Decode(Dataset):
             raise ConfigError(f"{self.paths[i]} is not a readable image ({error})") from None
 
 
-def _loader(images: FileImages, order: list[int], batch_size: int, train: bool, seed: int) -> DataLoader:
-    dataset = _Decode([images.paths[i] for i in order], images.transform(train))
+def _loader(images: FileImages, batches: list[list[int]], train: bool, seed: int) -> DataLoader:
+    """Workers decode `batches` (lists of positions in `images`) in order."""
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
+        _Decode(images.paths, images.transform(train)),
+        batch_sampler=batches,
         num_workers=images.workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
@@ -96,18 +97,22 @@ def batches(images, batch_size: int) -> Iterator[torch.Tensor]:
         for i in range(0, len(images), batch_size):
             yield images[i : i + batch_size]
         return
-    yield from _iterate(_loader(images, list(range(len(images))), batch_size, train=False, seed=0))
+    chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
+    yield from _iterate(_loader(images, chunks, train=False, seed=0))
 
 
 class FileLoader(DeviceLoader):
     """`DeviceLoader` over files: the same batches, decoded and distorted by workers and moved
-    to the labels' device; `order` and `start_batch` continue an interrupted epoch."""
+    to the labels' device; `order` and `start_batch` continue an interrupted epoch. Each rank
+    decodes only its own rows."""
 
-    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
+    def shards(self, order: torch.Tensor | None, start_batch: int, ranks: Ranks):
         dev = self.labels.device
-        rest = self.start_epoch(order)[start_batch * self.batch_size :]
+        order = self.start_epoch(order)
         seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
-        loader = _loader(self.images, rest.tolist(), self.batch_size, train=True, seed=seed)
-        for b, images in enumerate(_iterate(loader)):
-            idx = rest[b * self.batch_size : (b + 1) * self.batch_size]
-            yield images.to(dev, non_blocking=True), self.labels[idx.to(dev)]
+        todo = list(spans(len(self.labels), self.batch_size, start_batch, ranks))
+        picks = [order[span.start : span.start + span.total][span.rows] for span in todo]
+        # Ranks decode different images: give their workers different crops.
+        loader = _loader(self.images, [p.tolist() for p in picks], train=True, seed=seed + ranks.rank)
+        for span, idx, images in zip(todo, picks, _iterate(loader), strict=True):
+            yield span, images.to(dev, non_blocking=True), self.labels[idx.to(dev)]

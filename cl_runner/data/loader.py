@@ -3,28 +3,43 @@ augmentation (random crop with padding, horizontal flip, normalisation) runs bat
 No worker processes and no per-image Python."""
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from cl_runner.distributed import SINGLE, Ranks
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding`, then cut a random HxW window per image (one gather, no loop)."""
+EVERY_ROW = slice(None)
+
+
+def random_crop(
+    images: torch.Tensor,
+    padding: int,
+    generator: torch.Generator,
+    rows: slice = EVERY_ROW,
+    total: int | None = None,
+) -> torch.Tensor:
+    """Zero-pad by `padding`, then cut a random HxW window per image (one gather, no loop).
+    `images` may be `rows` of a batch of `total`: the draws are made for all `total` images."""
     if padding <= 0:
         return images
     n, _, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
     dev = images.device
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=dev, generator=generator)
+    draws = (total or n,)
+    dy = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[rows]
+    dx = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[rows]
     rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]  # n, h, 1
     cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]  # n, 1, w
     batch = torch.arange(n, device=dev)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(len(images), device=images.device, generator=generator) < 0.5
+def random_flip(
+    images: torch.Tensor, generator: torch.Generator, rows: slice = EVERY_ROW, total: int | None = None
+) -> torch.Tensor:
+    flip = torch.rand(total or len(images), device=images.device, generator=generator)[rows] < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -39,22 +54,51 @@ class Augment:
         flip: bool = False,
         channels_last: bool = False,
     ):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
         self.crop_padding = crop_padding
         self.flip = flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        x = (images.float() / 255.0 - mean) / std
+        # The default float type: float32, unless a caller (an exactness test) asks for float64.
+        dtype = torch.get_default_dtype()
+        mean, std = self.mean.to(images.device, dtype), self.std.to(images.device, dtype)
+        x = (images.to(dtype) / 255.0 - mean) / std
         return x.contiguous(memory_format=self.memory_format)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = random_crop(images, self.crop_padding, generator)
+    def __call__(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator,
+        rows: slice = EVERY_ROW,
+        total: int | None = None,
+    ) -> torch.Tensor:
+        """`images` are `rows` of a batch of `total` (all of it by default); random draws are
+        made for the whole batch, so every rank of a run draws alike (see distributed.py)."""
+        images = random_crop(images, self.crop_padding, generator, rows, total)
         if self.flip:
-            images = random_flip(images, generator)
+            images = random_flip(images, generator, rows, total)
         return self.normalize(images)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One batch of an epoch: its number, where it starts in the epoch's order, how many
+    images it has in all, and which of them are this rank's."""
+
+    index: int
+    start: int
+    total: int
+    rows: slice
+
+
+def spans(num_images: int, batch_size: int, start_batch: int, ranks: Ranks) -> Iterator[Span]:
+    starts = range(start_batch * batch_size, num_images, batch_size)
+    for index, start in enumerate(starts, start=start_batch):
+        total = min(batch_size, num_images - start)
+        if total >= ranks.world:  # else some rank would get no image: every rank skips it
+            yield Span(index, start, total, ranks.rows(total))
 
 
 class DeviceLoader:
@@ -91,7 +135,12 @@ class DeviceLoader:
 
     def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0):
         """One pass. `order` and `start_batch` continue an interrupted epoch."""
+        for _, images, labels in self.shards(order, start_batch, SINGLE):
+            yield images, labels
+
+    def shards(self, order: torch.Tensor | None, start_batch: int, ranks: Ranks):
+        """One pass as (span, images, labels): this rank's rows of every batch."""
         order = self.start_epoch(order)
-        for start in range(start_batch * self.batch_size, len(self.labels), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.images[idx], self.labels[idx]
+        for span in spans(len(self.labels), self.batch_size, start_batch, ranks):
+            idx = order[span.start : span.start + span.total][span.rows]
+            yield span, self.images[idx], self.labels[idx]

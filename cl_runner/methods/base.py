@@ -2,14 +2,15 @@
 evaluation, logging); a method adds only what makes it that method."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_runner.data.loader import Augment, DeviceLoader
+from cl_runner.data.loader import EVERY_ROW, Augment, DeviceLoader
 from cl_runner.data.schedule import Task
+from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError
 from cl_runner.models import IncrementalNet
 
@@ -25,7 +26,9 @@ class Batch:
     """The raw batch: uint8 images and labels on the device, plus how to turn them into inputs.
 
     `view()` returns a freshly distorted, normalised float view on every call, so a method can
-    draw one view (most methods) or several (SD); `clean()` is the undistorted input.
+    draw one view (most methods) or several (SD); `clean()` is the undistorted input. With
+    several processes a batch holds this rank's `rows` of a global batch of `total` images, and
+    random draws are made for all `total` (see distributed.py).
     """
 
     images: torch.Tensor
@@ -35,9 +38,21 @@ class Batch:
     generator: torch.Generator
     index: int = 0  # position in the epoch, for schedules within an epoch (DER's mask annealing)
     count: int = 1
+    rows: slice = field(default_factory=lambda: EVERY_ROW)
+    total: int | None = None  # None: the batch is all there is
+
+    @property
+    def size(self) -> int:
+        """Images in the whole batch, over all ranks."""
+        return self.total or len(self.labels)
 
     def view(self) -> torch.Tensor:
-        return self.augment(self.images, self.generator)
+        return self.augment(self.images, self.generator, self.rows, self.size)
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise for these rows, drawn for the whole batch."""
+        shape = (self.size, *x.shape[1:])
+        return torch.randn(shape, device=x.device, generator=self.generator)[self.rows].to(x.dtype)
 
     def clean(self) -> torch.Tensor:
         return self.augment.normalize(self.images)
@@ -59,10 +74,23 @@ class TaskData:
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
 
-    def epoch(self, order: torch.Tensor | None = None, start_batch: int = 0) -> Iterator[Batch]:
-        batches = self.loader.epoch(order, start_batch)
-        for index, (images, labels) in enumerate(batches, start=start_batch):
-            yield Batch(images, labels, self.task, self.augment, self.generator, index, len(self))
+    def epoch(
+        self, order: torch.Tensor | None = None, start_batch: int = 0, ranks: Ranks = SINGLE
+    ) -> Iterator[Batch]:
+        """One pass; `order` and `start_batch` continue an interrupted one; with several
+        processes, this rank's rows of each batch."""
+        for span, images, labels in self.loader.shards(order, start_batch, ranks):
+            yield Batch(
+                images,
+                labels,
+                self.task,
+                self.augment,
+                self.generator,
+                span.index,
+                len(self),
+                span.rows,
+                span.total,
+            )
 
 
 class Method:

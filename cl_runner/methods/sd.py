@@ -85,8 +85,7 @@ class SelfDistillation(Method):
         """Two independent draws of the data set's distortion (crop + flip); optional extra noise on x_b."""
         x_a, x_b = batch.view(), batch.view()
         if self.noise_std:
-            noise = torch.randn(x_b.shape, device=x_b.device, generator=batch.generator)
-            x_b = x_b + self.noise_std * noise.to(x_b.dtype)
+            x_b = x_b + self.noise_std * batch.randn_like(x_b)
         return x_a, x_b
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
