@@ -191,7 +191,7 @@ class GlobalBatchNorm(_BatchNorm):
         wide = torch.promote_types(x.dtype, torch.float32)  # bf16 (AMP) sums in float32
         shift = self.running_mean.detach().to(wide).view(shape)
         centred = x.to(wide) - shift
-        count = torch.full((1,), x.numel() / channels, device=x.device)
+        count = torch.full((1,), x.numel() / channels, dtype=wide, device=x.device)
         local = torch.cat([centred.sum(dims), centred.square().sum(dims), count])
         total = GlobalSum.apply(local)
         n = total[-1]

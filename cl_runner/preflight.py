@@ -5,6 +5,7 @@ config-group options (`method=nope`, also inside sweeps) and overrides that do n
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -12,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from cl_runner.distributed import Ranks
+from cl_runner.distributed import Ranks, from_environment
 
 # Hydra flags after which the arguments are not a plain single run to compose.
 NOT_A_SINGLE_RUN = {
@@ -40,7 +41,7 @@ def check_launcher(name: str) -> None:
 
 
 def _fail(message: str) -> None:
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank sees the same mistake
+    if from_environment().leader:  # under torchrun every rank sees the same mistake
         print(f"cl-run: error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -147,7 +148,5 @@ def torchrun_arguments(argv: list[str], ranks: Ranks) -> list[str]:
         _fail("torchrun runs one experiment on several processes; run sweeps (-m) without torchrun")
     if ranks.leader:
         return argv
-    import tempfile
-
     folder = tempfile.mkdtemp(prefix=f"{RANK_FOLDER_PREFIX}{ranks.rank}-")
     return [*argv, f"hydra.run.dir={folder}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]

@@ -155,6 +155,24 @@ def test_global_batchnorm_equals_batchnorm_over_the_whole_batch(tmp_path):
         assert torch.allclose(r["var"], bn.running_var, atol=1e-5)
 
 
+def _replicate_rank(rank: int, out: Path) -> None:
+    model = nn.Linear(2, 2)
+    torch.manual_seed(7)
+    with Ranks(rank, WORLD).replicate(model, torch.device("cpu")):
+        during = torch.rand(3)  # dropout draws from this generator
+    torch.save({"during": during, "after": torch.rand(3)}, out / f"rng{rank}.pt")
+
+
+def test_ranks_draw_their_own_dropout_then_continue_with_rank_0s_generator(tmp_path):
+    spawn(_replicate_rank, tmp_path)
+    torch.manual_seed(7)
+    single_during, single_after = torch.rand(3), torch.rand(3)
+    ranks = [torch.load(tmp_path / f"rng{r}.pt") for r in range(WORLD)]
+    assert torch.equal(ranks[0]["during"], single_during)  # rank 0 draws what one process would
+    assert not torch.equal(ranks[1]["during"], single_during)  # the others, masks of their own
+    assert all(torch.equal(r["after"], single_after) for r in ranks)  # then all go on as rank 0
+
+
 def _run_rank(rank: int, overrides: list[str], out: Path) -> None:
     torch.set_default_dtype(torch.float64)
     runner = build_runner(make_cfg(*overrides), out / "run", ranks=Ranks(rank, WORLD))

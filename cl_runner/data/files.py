@@ -111,6 +111,7 @@ class FileLoader(DeviceLoader):
         order = self.start_epoch(order)
         seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
         todo = list(spans(len(self.labels), self.batch_size, start_batch, ranks))
+        order = order.cpu()  # one copy to the host; workers are given plain lists
         picks = [order[span.start : span.start + span.total][span.rows] for span in todo]
         # Ranks decode different images: give their workers different crops.
         loader = _loader(self.images, [p.tolist() for p in picks], train=True, seed=seed + ranks.rank)
