@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cl_runner import rng
 from cl_runner.dicts import flatten
 from cl_runner.errors import ConfigError
 
@@ -36,24 +37,24 @@ class Position:
 
 
 def rng_state(generator: torch.Generator) -> dict:
+    """Every generator, torch's as bytes (see rng.py): loading maps no state onto a GPU."""
     state = {
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
+        "torch": rng.pack(torch.get_rng_state()),
+        "generator": rng.pack(generator.get_state()),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [rng.pack(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
+    torch.set_rng_state(rng.unpack(state["torch"]))
+    generator.set_state(rng.unpack(state["generator"]))
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    rng.restore_cuda(state.get("cuda", []))
 
 
 def _replace_atomically(path: Path, write) -> None:

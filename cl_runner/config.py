@@ -8,12 +8,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cl_runner.data.schedule import task_sizes
+from cl_runner.data.schedule import class_order, task_sizes
 from cl_runner.errors import ConfigError, UserError
 from cl_runner.runner import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
-SELECTIONS = ("herding", "random")
+SELECTIONS = ("herding", "welling", "random")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -120,6 +120,13 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
         raise ConfigError(f"steps={steps} is more than the {num_classes} classes of the data set")
     task_sizes(num_classes, steps, init_classes)  # raises with the values that work
     _int(cfg, "class_order_seed", 0, optional=True)
+    explicit = _get(cfg, "class_order")
+    if explicit is not None:
+        if not OmegaConf.is_list(explicit) or not all(_is_int(c) for c in explicit):
+            raise ConfigError(f"class_order={explicit!r} is invalid: expected a list of class ids or null")
+        class_order(num_classes, None, list(explicit))  # raises unless it is a permutation
+    if _get(cfg, "dataset.augment.brightness") is not None:
+        _number(cfg, "dataset.augment.brightness", 0)
     _int(cfg, "seed", 0)
     _int(cfg, "checkpoint.every_epochs", 0)
     if _get(cfg, "resume") != "auto":

@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from cl_runner import rng
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -130,16 +132,16 @@ class Ranks:
 
 
 def global_rng(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
+    state = {"cpu": rng.pack(torch.get_rng_state())}
     if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+        state["cuda"] = rng.pack(torch.cuda.get_rng_state(device))
     return state
 
 
 def set_global_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
+    torch.set_rng_state(rng.unpack(state["cpu"]))
     if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(rng.unpack(state["cuda"]), device)
 
 
 SINGLE = Ranks()

@@ -3,9 +3,10 @@
 Reads run folders (anything holding a metrics.json, multirun folders included), groups runs by
 their config without the seed, and reports mean ± std over seeds (sample std, n-1) of average
 incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL. A preset that
-carries the paper's numbers (`paper: {avg_incremental_acc, last_acc}`) adds a paper column and
-the difference. Writes report.md, report.csv and report_curves.png; broken or unfinished runs
-are listed as skipped with the reason.
+carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per_step}`) adds a
+paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
+tables), and its per-step curve drawn dashed beside ours. Writes report.md, report.csv and
+report_curves.png; broken or unfinished runs are listed as skipped with the reason.
 """
 
 import argparse
@@ -44,6 +45,22 @@ class Group:
     @property
     def paper(self) -> dict:
         return self.runs[0]["config"].get("paper") or {}
+
+    @property
+    def curve_key(self) -> str:
+        """The per-step accuracy the paper's numbers are comparable with."""
+        return "seen_acc_top5" if self.paper.get("metric") == "top5" else "seen_acc"
+
+    def curves(self) -> list[list[float]]:
+        return [[s[self.curve_key] for s in run["steps"]] for run in self.runs]
+
+    def comparable(self, metric: str) -> float | None:
+        """Our mean over seeds of the paper's metric: average incremental or last accuracy,
+        class-IL, top-1 (the summary) or top-5 (from the per-step curve)."""
+        if self.curve_key == "seen_acc":
+            return mean_std(self.values("class_il", metric))[0]
+        per_run = [sum(c) / len(c) if metric == "avg_incremental_acc" else c[-1] for c in self.curves() if c]
+        return mean_std(per_run)[0]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -159,7 +176,7 @@ def rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
         row += [fmt(*mean_std(g.values(kind, m))) for kind in KINDS for m in METRICS]
         if with_paper:
             paper = g.paper
-            ours = {m: mean_std(g.values("class_il", m))[0] for m in ("avg_incremental_acc", "last_acc")}
+            ours = {m: g.comparable(m) for m in ("avg_incremental_acc", "last_acc")}
             row += [fmt(paper.get(m), None) for m in ("avg_incremental_acc", "last_acc")]
             row += [
                 fmt(ours[m] - paper[m], None) if paper.get(m) is not None and ours[m] is not None else "-"
@@ -187,22 +204,28 @@ def plot_curves(groups: list[Group], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for g in sorted(groups, key=lambda g: g.label):
-        curves = [[s["seen_acc"] for s in run["steps"]] for run in g.runs]
+        curves = g.curves()
         length = min(len(c) for c in curves)
         stats = [mean_std([c[t] for c in curves]) for t in range(length)]
         mean = [m for m, _ in stats]
         std = [s or 0.0 for _, s in stats]
         x = list(range(length))
-        ax.plot(x, mean, marker="o", label=f"{g.label} (n={len(g.runs)})")
+        top5 = ", top-5" if g.curve_key == "seen_acc_top5" else ""
+        (line,) = ax.plot(x, mean, marker="o", label=f"{g.label} (n={len(g.runs)}{top5})")
         ax.fill_between(
             x,
             [m - s for m, s in zip(mean, std, strict=True)],
             [m + s for m, s in zip(mean, std, strict=True)],
             alpha=0.2,
         )
+        paper = g.paper.get("per_step")
+        if paper:
+            ax.plot(
+                range(len(paper)), paper, linestyle="--", color=line.get_color(), label=f"{g.label}: paper"
+            )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
-    ax.set_ylabel("accuracy on all seen classes (%, class-IL)")
+    ax.set_ylabel("accuracy on all seen classes (%, class-IL; dashed: paper)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -14,6 +14,7 @@ from torch import nn
 from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
 from cl_runner.checkpoint import Position, position_dict, rng_state, set_rng_state
+from cl_runner.compiled import compiled
 from cl_runner.data.files import FileImages, FileLoader
 from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment, DeviceLoader
@@ -45,14 +46,17 @@ class TrainSettings:
 
 
 def lr_factor(s: TrainSettings, epoch: int) -> float:
-    """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule."""
+    """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule,
+    which counts its epochs from the end of the warm-up: milestones [100, 120] after 10 warm-up
+    epochs drop the rate at epochs 110 and 130, as DER's official GradualWarmupScheduler does."""
     if epoch < s.warmup_epochs:
         return (epoch + 1) / s.warmup_epochs
+    after = epoch - s.warmup_epochs
     if s.scheduler == "multistep":
-        return s.gamma ** sum(epoch >= m for m in s.milestones)
+        return s.gamma ** sum(after >= m for m in s.milestones)
     if s.scheduler == "cosine":
         span = max(s.epochs - s.warmup_epochs, 1)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - s.warmup_epochs) / span))
+        return 0.5 * (1 + math.cos(math.pi * after / span))
     return 1.0
 
 
@@ -155,10 +159,12 @@ class Runner:
         rehearsed = self.memory.indices().to(self.device)
         rehearsed = rehearsed[~fresh[rehearsed]]
         idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
-        images = train.images[idx]
-        kind = FileLoader if isinstance(images, FileImages) else DeviceLoader
-        loader = kind(images, train.labels[idx], self.settings.batch_size, True, self.generator)
-        return TaskData(loader, task, self.augment, self.generator)
+        images, labels, size = train.images[idx], train.labels[idx], self.settings.batch_size
+        if isinstance(images, FileImages):  # workers distort once per view the method draws
+            loader = FileLoader(images, labels, size, True, self.generator, views=self.method.views)
+        else:
+            loader = DeviceLoader(images, labels, size, True, self.generator)
+        return TaskData(loader, task, self.augment, self.generator, rehearsal=len(rehearsed) > 0)
 
     def adopt_leader_state(self) -> None:
         """Every rank did the after-task work; all continue from rank 0's result (exemplars,
@@ -195,8 +201,10 @@ class Runner:
         stages = self.stages(task)
         self.logger.task_start(task, sum(epochs for _, epochs in stages), len(data))
         names = [name for name, _ in stages]
-        with self.ranks.replicate(self.model, self.device) as replica:
-            model = torch.compile(replica) if s.compile else replica
+        with (
+            self.ranks.replicate(self.model, self.device) as replica,
+            compiled(replica, s.compile, task.index) as model,
+        ):
             for name, epochs in stages[names.index(self.position.stage) :]:
                 if name == "warmup":
                     self.model.eval()
@@ -225,6 +233,8 @@ class Runner:
             sums: dict[str, torch.Tensor] = {}
             first_bad = torch.full((), -1, device=self.device)
             started = time.perf_counter()
+            if stage == "main" and start_batch == 0:  # not again when resuming inside the epoch
+                self.method.epoch_start(epoch, self.model, data)
             batches = data.epoch(order, start_batch, self.ranks)
             order = None
             for batch in batches:
@@ -237,7 +247,8 @@ class Runner:
                 # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
                 (loss * self.ranks.weight(batch.size)).backward()
                 self.optimizer.step()
-                self.method.after_step(self.model, self.optimizer.param_groups[0]["lr"])
+                group = self.optimizer.param_groups[0]
+                self.method.after_step(self.model, group["lr"], group["momentum"])
                 for name, value in {"loss": loss.detach(), **parts}.items():
                     sums[name] = sums.get(name, 0) + value.float()
                 self.logger.batch_end()

@@ -81,7 +81,9 @@ def build_runner(
     splits = load_splits(cfg.dataset)
     if cfg.memory.size > len(splits.train):
         raise ConfigError(f"memory.size={cfg.memory.size} exceeds the {len(splits.train)} training images")
-    order, tasks = make_schedule(cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed)
+    order, tasks = make_schedule(
+        cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed, cfg.get("class_order")
+    )
     data = prepare_data(splits, order, device)
     augment = Augment(
         cfg.dataset.mean,
@@ -89,6 +91,7 @@ def build_runner(
         cfg.dataset.augment.crop_padding,
         cfg.dataset.augment.flip,
         channels_last=settings.channels_last,
+        brightness=cfg.dataset.augment.get("brightness", 0.0),
     )
 
     backbone = build(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)

@@ -27,12 +27,15 @@ seeds=${SEEDS:-0,1,2}
 
 case $table in
   der_cifar100)
-    sweep=(experiment=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
-           method.prune=true,false)
-    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100
+    # The smoke run leaves out B0 50 steps (50 tasks: minutes on its own).
+    protocols=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
+    [ $smoke = 1 ] || protocols=$protocols,der_cifar100_b0_50
+    sweep=(experiment=$protocols method.prune=true,false)
+    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100 memory.per_class=null
             ++method.balanced_epochs=1 train.warmup_epochs=0) ;;
   der_imagenet100)
-    sweep=(experiment=der_imagenet100_b0_10 method.prune=true,false)
+    # B0 uses the official pre-activation ResNet-18, which has no channel plan: DER w/o P only.
+    sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)
     [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; } ;;
   lwf_mas_cifar100)
     sweep=(experiment=lwf_cifar100_10steps,mas_cifar100_10steps)
@@ -48,6 +51,9 @@ if [ $smoke = 1 ]; then
   seeds=${SEEDS:-0}
   "$python" "$here/synthetic_cifar.py" "$out/data" --train-per-class 4 --test-per-class 2 >/dev/null
   extra=("${shrink[@]}" "++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
+  # Job folders are named by the swept keys only: the shrink keys are the same for every job.
+  fixed=$(printf '%s\n' "${extra[@]}" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
+  extra+=("hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$fixed]")
 fi
 
 "${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"

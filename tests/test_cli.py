@@ -53,7 +53,7 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (["train.epochs=-3"], "cl-run: error: train.epochs=-3 is invalid: expected an integer >= 1"),
         (
             ["backbone=vgg"],
-            "cl-run: error: backbone=vgg is unknown; choose from: alexnet, resnet18, resnet20",
+            "cl-run: error: backbone=vgg is unknown; choose from: alexnet, preact_resnet18, resnet18,",
         ),
         (["memory.size=100000"], "cl-run: error: memory.size=100000 exceeds the 200 training images"),
         (["memory.per_class=0"], "cl-run: error: memory.per_class=0 is invalid"),

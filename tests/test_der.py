@@ -11,7 +11,7 @@ from cl_runner.train import build_runner, run
 from .conftest import TINY, make_cfg
 from .tiny import Pixels, make_batch
 
-DER_TINY = [*TINY, "method=der", "memory.size=40", "steps=5", "train.epochs=2", "method.balanced_epochs=3"]
+DER_TINY = [*TINY, "method=der", "memory.size=40", "steps=5", "train.epochs=2"]
 
 
 def states(module) -> dict:
@@ -37,19 +37,23 @@ def test_old_extractors_stay_bit_identical(tmp_path):
     assert len(runner.model.extractors) == 3
 
 
-def test_growth_copies_extractor_and_classifier_and_adds_aux():
+@pytest.mark.parametrize("reuse", [False, True])
+def test_growth_copies_extractor_adds_aux_and_makes_a_fresh_bias_free_classifier(reuse):
     torch.manual_seed(0)
     from cl_runner.models.resnet_cifar import resnet20
 
-    net = ExpandableNet(resnet20(1))
+    net = ExpandableNet(resnet20(1), reuse_classifier=reuse)
     net.add_head(2)
     assert net.aux_classifier is None and net.classifier.weight.shape == (2, 64)
-    old_w, old_b = net.classifier.weight.detach().clone(), net.classifier.bias.detach().clone()
+    assert net.classifier.bias is None  # official use_bias: False
+    old_w = net.classifier.weight.detach().clone()
     net.add_head(3)
     assert same(states(net.extractors[1]), states(net.extractors[0]))  # initialised from the previous
     assert net.classifier.weight.shape == (5, 128) and net.feature_dim == 128
-    assert torch.equal(net.classifier.weight[:2, :64], old_w) and torch.equal(net.classifier.bias[:2], old_b)
+    # official reuse_oldfc: False, a new classifier each task; reuse_classifier=true copies
+    assert torch.equal(net.classifier.weight[:2, :64], old_w) == reuse
     assert net.aux_classifier.out_features == 3 + 1 and net.aux_classifier.in_features == 64
+    assert net.aux_classifier.bias is None
     assert not any(p.requires_grad for p in net.extractors[0].parameters())
     assert all(p.requires_grad for p in net.extractors[1].parameters())
     net.train()
@@ -74,9 +78,7 @@ def test_loss_by_hand_with_auxiliary_labels():
     net.add_head(1)  # features (x, x): classifier 3 x 4, aux 2 x 2
     with torch.no_grad():
         net.classifier.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]))
-        net.classifier.bias.zero_()
         net.aux_classifier.weight.copy_(torch.tensor([[0.0, 0], [2, 0]]))
-        net.aux_classifier.bias.zero_()
     task = Task(1, (5,), 2)
     # One old-class sample (label 1) and one new-class sample (label 2), pixels (255, 0) and (0, 255).
     loss, parts = DER(aux_weight=0.5).training_loss(make_batch([[255, 0], [0, 255]], [1, 2], task), net)
@@ -89,24 +91,70 @@ def test_loss_by_hand_with_auxiliary_labels():
     assert loss.item() == pytest.approx(ce + 0.5 * aux, abs=1e-6)
 
 
-def test_balanced_classifier_learning_moves_only_the_classifier(tmp_path):
-    runner = build_runner(make_cfg(*DER_TINY), tmp_path)
-    runner.learn(runner.tasks[0])
-    calls = []
-    original = runner.method.retrain_classifier
+def test_balanced_stage_uses_new_data_plus_the_old_memory_and_moves_only_the_classifier(
+    tmp_path, monkeypatch
+):
+    """Official `_after_task`: the classifier is reset and re-trained on the class-balanced
+    union of the new task's data and the memory as it was *before* this task, every class cut
+    to the smallest count; the extractors do not move."""
+    import cl_runner.methods.der as der_module
 
-    def spy(classifier, features, labels):
-        extractors = states(runner.model.extractors)
-        before = states(classifier)
-        original(classifier, features, labels)
-        calls.append((torch.bincount(labels).tolist(), same(states(runner.model.extractors), extractors),
-                      same(states(classifier), before)))  # fmt: skip
+    runner = build_runner(make_cfg(*DER_TINY, "memory.size=20"), tmp_path)
+    runner.learn(runner.tasks[0])
+    memory_before = sorted(runner.memory.indices().tolist())  # 20 exemplars of 2 classes
+    drawn, calls = [], []
+    original_subset, original_retrain = der_module.balanced_subset, runner.method.retrain_classifier
+    monkeypatch.setattr(
+        der_module, "balanced_subset", lambda labels, g: drawn.append(labels) or original_subset(labels, g)
+    )
+    resets = []
+    monkeypatch.setattr(runner.model, "reset_classifiers", lambda *a, **k: resets.append(k) or
+                        type(runner.model).reset_classifiers(runner.model, *a, **k))  # fmt: skip
+
+    def spy(model, data):
+        extractors = states(model.extractors)
+        before = states(model.classifier)
+        labels = data.loader.labels
+        original_retrain(model, data)
+        calls.append((torch.bincount(labels).tolist(), same(states(model.extractors), extractors),
+                      same(states(model.classifier), before)))  # fmt: skip
 
     runner.method.retrain_classifier = spy
     runner.learn(runner.tasks[1])
     ((counts, extractors_unchanged, classifier_unchanged),) = calls
-    assert counts == [10, 10, 10, 10]  # 40 exemplars, 4 seen classes: balanced
+    assert counts == [10, 10, 20, 20]  # memory of task 0 (2 x 10) + task 1's data (2 x 20)
+    (labels,) = drawn
+    assert torch.equal(labels.sort().values, torch.tensor([0] * 10 + [1] * 10 + [2] * 20 + [3] * 20))
+    assert memory_before != sorted(runner.memory.indices().tolist())  # the memory changed only after
+    assert {"aux": False} in resets  # the classifier, not the auxiliary one, is reset first
     assert extractors_unchanged and not classifier_unchanged
+
+
+def test_balanced_subset_cuts_every_class_to_the_smallest_count():
+    from cl_runner.methods.der import balanced_subset
+
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
+    picked = balanced_subset(labels, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[picked]).tolist() == [3, 3, 3] and len(set(picked.tolist())) == 9
+
+
+def test_classifiers_are_reset_when_the_warmup_ends_and_not_otherwise():
+    from cl_runner.models.resnet_cifar import resnet20
+
+    net = ExpandableNet(resnet20(1))
+    net.add_head(2)
+    net.add_head(2)
+    der = DER(reset_classifiers_epoch=10)
+    data = type("Data", (), {"generator": torch.Generator().manual_seed(0)})()
+    snapshot = lambda: (net.classifier.weight.clone(), net.aux_classifier.weight.clone())  # noqa: E731
+    before = snapshot()
+    der.epoch_start(9, net, data)
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True))
+    der.epoch_start(10, net, data)
+    assert not any(torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True))
+    again = snapshot()
+    DER(reset_classifiers_epoch=0).epoch_start(0, net, data)  # no warm-up: never
+    assert all(torch.equal(a, b) for a, b in zip(again, snapshot(), strict=True))
 
 
 def test_der_beats_finetune_on_synthetic(tmp_path):

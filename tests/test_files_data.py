@@ -21,9 +21,10 @@ from .conftest import cl_run, make_cfg
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 
 
-def write_imagenet(root, per_class=(6, 2)) -> None:
+def write_imagenet(root, per_class=(6, 2), texture: bool = False) -> None:
     """root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG of random sizes, each class its own
-    colour so that a tiny network can learn them, plus split lists in the protocol's format."""
+    colour so that a tiny network can learn them (`texture`: plus noise, so that crops differ),
+    plus split lists in the protocol's format."""
     rng = np.random.default_rng(0)
     lists = {"train": [], "val": []}
     for label, wnid in enumerate(WNIDS):
@@ -34,6 +35,8 @@ def write_imagenet(root, per_class=(6, 2)) -> None:
                 h, w = rng.integers(36, 60, size=2)
                 pixels = np.full((h, w, 3), 40 + 60 * label, dtype=np.uint8)
                 pixels[..., label % 3] = 250
+                if texture:
+                    pixels = (pixels + rng.integers(0, 60, size=pixels.shape)).clip(0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
                 lists[split].append(f"{split}/{wnid}/{wnid}_{i}.JPEG {label}")
     (root / "train_100.txt").write_text("\n".join(lists["train"]) + "\n")
@@ -193,3 +196,22 @@ def test_mnist_bad_files_are_one_clear_line(tmp_path):
     (raw / "t10k-images-idx3-ubyte").unlink()
     with pytest.raises(ConfigError, match="t10k-images-idx3-ubyte is missing"):
         mnist(str(tmp_path))
+
+
+def test_sd_draws_two_independent_views_from_file_data(tmp_path):
+    """Workers decode every image twice when the method draws two views, so SD's KL and MMD
+    terms are not trivially zero on ImageNet-format data."""
+    from cl_runner.train import build_runner, train
+
+    write_imagenet(tmp_path / "data", texture=True)
+    cfg = make_cfg("dataset=imagenet", f"dataset.root={tmp_path / 'data'}", *FOLDER_TINY, "method=sd")
+    runner = build_runner(cfg, tmp_path / "run")
+    batch = next(iter(runner.training_data(runner.tasks[0])))
+    assert batch.images.shape[1:] == (2, 3, 32, 32)  # n, views, C, H, W
+    x_a, x_b = batch.view(), batch.view()
+    assert x_a.shape == (len(batch.labels), 3, 32, 32) and not torch.equal(x_a, x_b)
+    logged = []
+    epoch_end = runner.logger.epoch_end
+    runner.logger.epoch_end = lambda task, epoch, stats: logged.append(stats) or epoch_end(task, epoch, stats)
+    train(runner)
+    assert len(logged) == 2 and all(s["sd_kl"] > 0 and s["sd_mmd"] > 0 for s in logged)

@@ -6,7 +6,8 @@ import torch
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
-from cl_runner.methods.lwf import LwF, distillation
+from cl_runner.methods.losses import modified_cross_entropy
+from cl_runner.methods.lwf import LwF
 from cl_runner.train import build_runner, run
 
 from .tiny import linear_net, make_batch
@@ -16,6 +17,16 @@ TASK0, TASK1 = Task(0, (0, 1), 0), Task(1, (2, 3), 2)
 
 def sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z))
+
+
+def paper_old_task_loss(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
+    """Li & Hoiem eq. 3-4 as printed: y' = y^(1/T) / sum_j y_j^(1/T) for both recorded and current
+    probabilities, then -sum y'_o log yhat'_o, averaged over the batch. No T^2."""
+    y = torch.softmax(teacher, 1).pow(1 / T)
+    y = y / y.sum(1, keepdim=True)
+    y_hat = torch.softmax(student, 1).pow(1 / T)
+    y_hat = y_hat / y_hat.sum(1, keepdim=True)
+    return -(y * y_hat.log()).sum(1).mean()
 
 
 def test_lwf_loss_by_hand():
@@ -30,7 +41,7 @@ def test_lwf_loss_by_hand():
     ce = math.log(1 + math.exp(-1))  # -log softmax((1, 0))[0]
     p_t = [sigmoid(0.5), 1 - sigmoid(0.5)]  # softmax((1, 0) / 2)
     p_s = [sigmoid(1.0), 1 - sigmoid(1.0)]  # softmax((2, 0) / 2)
-    kd = 4 * sum(t * math.log(t / s) for t, s in zip(p_t, p_s, strict=True))  # T^2 KL(p_t || p_s)
+    kd = -sum(t * math.log(s) for t, s in zip(p_t, p_s, strict=True))  # eq. 3, no T^2 factor
     assert parts["ce"].item() == pytest.approx(ce, abs=1e-6)
     assert parts["kd"].item() == pytest.approx(kd, abs=1e-6)
     assert loss.item() == pytest.approx(ce + kd, abs=1e-6)
@@ -49,11 +60,39 @@ def test_lambda_scales_distillation_only():
     assert losses[3.0].item() == pytest.approx(losses[0.0].item() + 3 * parts["kd"].item(), rel=1e-6)
 
 
-def test_distillation_vanishes_when_student_equals_teacher():
-    z = torch.randn(5, 4)
-    assert distillation(z, z, 2.0).item() == pytest.approx(0.0, abs=1e-7)
-    assert distillation(z, z + 1.0, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # softmax ignores shifts
-    assert distillation(z, z * 2, 2.0).item() > 1e-4
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_old_task_gradient_is_the_papers_modified_cross_entropy(T):
+    """Through LwF itself: the gradient the old-task term sends into the network equals the
+    gradient of the paper's eq. 3-4 (softmax^(1/T), renormalised) on the same logits."""
+    torch.manual_seed(int(T))
+    old, new = torch.randn(3, 4).tolist(), torch.randn(2, 4).tolist()
+    net = linear_net(old, new)
+    pixels = torch.randint(0, 256, (5, 4)).tolist()
+    batch = make_batch(pixels, [3, 4, 3, 4, 3], TASK1)
+    teacher_old = torch.tensor(pixels, dtype=torch.float) / 255 @ torch.tensor(old).T
+    lwf = LwF(lamb=1.0, T=T)
+    lwf.before_task(Task(1, (3, 4), 3), net, ExemplarMemory())
+    with torch.no_grad():  # the student drifts away from the teacher
+        net.heads[0].weight.add_(torch.randn(3, 4))
+    params = list(net.parameters())
+    with_kd, _ = lwf.training_loss(make_batch(pixels, [3, 4, 3, 4, 3], Task(1, (3, 4), 3)), net)
+    lwf.lamb = 0.0
+    without_kd, _ = lwf.training_loss(make_batch(pixels, [3, 4, 3, 4, 3], Task(1, (3, 4), 3)), net)
+    ours = torch.autograd.grad(with_kd - without_kd, params, allow_unused=True)
+    student_old = net(batch.view())["logits"][:, :3]
+    paper = torch.autograd.grad(paper_old_task_loss(student_old, teacher_old, T), params, allow_unused=True)
+    for a, b in zip(ours, paper, strict=True):
+        if b is None:
+            assert a is None or torch.count_nonzero(a) == 0
+        else:
+            assert torch.allclose(a, b, atol=1e-6), (a, b)
+
+
+def test_modified_cross_entropy_value_is_the_papers():
+    student, teacher = torch.randn(6, 5), torch.randn(6, 5)
+    for T in (1.0, 2.0, 4.0):
+        want = paper_old_task_loss(student, teacher, T)
+        assert modified_cross_entropy(student, teacher, T).item() == pytest.approx(want.item(), abs=1e-6)
 
 
 def test_first_task_is_plain_cross_entropy():
@@ -71,7 +110,9 @@ def test_with_exemplars_ce_covers_all_seen_classes():
     memory.by_class = {0: torch.tensor([0]), 1: torch.tensor([1])}
     lwf = LwF(lamb=0.0)
     lwf.before_task(TASK1, net, memory)
-    _, parts = lwf.training_loss(make_batch([[255, 0]], [0], TASK1), net)
+    batch = make_batch([[255, 0]], [0], TASK1)
+    batch.rehearsal = True  # the runner's flag: exemplars of old classes are in the training data
+    _, parts = lwf.training_loss(batch, net)
     # logits (1, 0, 1, 0), label 0: -log(e / (2e + 2))
     assert parts["ce"].item() == pytest.approx(-math.log(math.e / (2 * math.e + 2)), abs=1e-6)
 

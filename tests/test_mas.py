@@ -16,10 +16,10 @@ TASK0 = Task(0, (0, 1, 2), 0)
 ONE_CLASS = Task(0, (0,), 0)
 
 
-def task_data(images: torch.Tensor, batch_size: int) -> TaskData:
+def task_data(images: torch.Tensor, batch_size: int, task: Task = TASK0) -> TaskData:
     labels = torch.zeros(len(images), dtype=torch.long)
     loader = DeviceLoader(images, labels, batch_size, shuffle=False)
-    return TaskData(loader, TASK0, identity_augment(images.shape[1]), torch.Generator())
+    return TaskData(loader, task, identity_augment(images.shape[1]), torch.Generator())
 
 
 def closed_form(W, b, x, per_sample: bool):
@@ -46,6 +46,60 @@ def test_importance_of_linear_model_matches_closed_form(importance):
     # Signs cancel across samples in the batch sum, so the two estimates differ here.
     sample_W, _ = closed_form(torch.tensor(W), torch.tensor(b), x, per_sample=True)
     assert importance == "sample" or not torch.allclose(omega["heads.0.weight"], sample_W)
+
+
+@pytest.mark.parametrize("output", ["task", "all"])
+def test_importance_uses_the_tasks_own_head_like_the_official_code(output):
+    """The official code computes a task's Omega with that task's head only; `output=all` takes
+    every seen logit (FACIL)."""
+    W0, W1 = [[1.0, -2.0], [0.5, 1.0]], [[-1.0, 0.5]]
+    net = linear_net(W0, W1)
+    images = torch.tensor([[255, 0], [51, 204], [0, 255]], dtype=torch.uint8).view(3, 2, 1, 1)
+    x = images.view(3, 2).float() / 255
+    omega = MAS(importance="sample", output=output).task_importance(
+        net, task_data(images, 3, Task(1, (2,), 2))
+    )
+    want_W1, _ = closed_form(torch.tensor(W1), torch.zeros(1), x, per_sample=True)
+    assert torch.allclose(omega["heads.1.weight"], want_W1, atol=1e-6)
+    head0 = omega["heads.0.weight"]
+    if output == "task":
+        assert torch.count_nonzero(head0) == 0  # the old head is not part of F
+    else:
+        want_W0, _ = closed_form(torch.tensor(W0), torch.zeros(2), x, per_sample=True)
+        assert torch.allclose(head0, want_W0, atol=1e-6)
+
+
+class Scalar(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor([value]))
+
+
+@pytest.mark.parametrize("omega", [1.0, 300.0])
+def test_momentum_sgd_reaches_the_papers_fixed_point(omega):
+    """0.5 a (theta - c)^2 + lambda Omega (theta - theta*)^2 under SGD with momentum 0.9: the
+    minimiser is (a c + 2 lambda Omega theta*) / (a + 2 lambda Omega). The proximal update must
+    land on it for Omega = 1 and 300 (a step shrunk with lr alone stops where the penalty is
+    (1 - momentum) times weaker), and the literal gradient update too where it is stable."""
+    a, c, anchor, lamb, lr, momentum = 1.0, 2.0, -1.0, 1.0, 0.1, 0.9
+    minimiser = (a * c + 2 * lamb * omega * anchor) / (a + 2 * lamb * omega)
+    for update in ("proximal", "gradient"):
+        stable = lr * 2 * (a + 2 * lamb * omega) < 2 * (1 + momentum)  # heavy-ball stability
+        if update == "gradient" and not stable:
+            continue
+        model = Scalar(0.5)
+        mas = MAS(lamb=lamb, update=update)
+        mas.omega, mas.anchor = {"theta": torch.tensor([omega])}, {"theta": torch.tensor([anchor])}
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        for _ in range(3000):
+            loss = 0.5 * a * (model.theta - c).pow(2).sum()
+            if update == "gradient":
+                loss = loss + mas.lamb * mas.penalty(model)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            mas.after_step(model, lr, momentum)
+        assert model.theta.item() == pytest.approx(minimiser, abs=1e-5), update
 
 
 def test_sample_and_batch_importance_agree_for_batch_size_one():
@@ -137,7 +191,7 @@ def test_proximal_step_is_the_exact_minimiser():
     weight = net.heads[0].weight
     mas.omega = {"heads.0.weight": torch.tensor([[0.5, 3.0]])}
     mas.anchor = {"heads.0.weight": torch.tensor([[0.0, 1.0]])}
-    mas.after_step(net, lr=0.1)
+    mas.after_step(net, lr=0.1, momentum=0.0)
     # theta* + (theta - theta*) / (1 + 2 lr lambda Omega): 0 + 1/1.2 and 1 + 1/2.2
     assert torch.allclose(weight.detach(), torch.tensor([[1 / 1.2, 1 + 1 / 2.2]]))
     # It minimises lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 lr): the gradient there is zero.

@@ -1,7 +1,7 @@
 import torch
 
 from cl_runner.data.images import ImageSet
-from cl_runner.data.memory import ExemplarMemory, herding
+from cl_runner.data.memory import ExemplarMemory, herding, welling_herding
 
 # Five 2-D features; herding normalises them first:
 #   a (3,4)->(.6,.8)  b (1,0)  c (0,2)->(0,1)  d (-1,1)->(-.707,.707)  e (2,1)->(.894,.447)
@@ -13,6 +13,16 @@ FEATURES = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0], [-1.0, 1.0], [2.0, 
 
 def test_herding_picks_documented_exemplars():
     assert herding(FEATURES, 2).tolist() == [0, 2]
+
+
+def test_welling_herding_as_the_official_code_runs_it():
+    # w = mu; scores <w, f>: a .687 b .358 c .591 d .165 e .584 -> a; w = 2 mu - a = (.115, .382)
+    # scores: a .374 b .115 c .382 d .189 e .274 -> c; w += mu - c = (.4725, -.0273)
+    # scores: a .262 b .4725 c -.027 d -.353 e .410 -> b; then e before d (closest-mean: d before e)
+    assert welling_herding(FEATURES, 3).tolist() == [0, 2, 1]
+    assert welling_herding(FEATURES, 5).tolist() == [0, 2, 1, 4, 3]
+    assert herding(FEATURES, 5).tolist() == [0, 2, 1, 3, 4]
+    assert welling_herding(FEATURES, 5, max_steps=2).tolist() == [0, 2]  # the official step cap
 
 
 def test_herding_never_picks_twice_and_caps_at_class_size():

@@ -116,3 +116,29 @@ def test_nothing_to_report_is_exit_code_2(tmp_path, capsys):
     assert "no finished runs" in capsys.readouterr().err
     assert main([str(tmp_path / "nope")]) == 2
     assert "no such path" in capsys.readouterr().err
+
+
+def test_top5_paper_numbers_compare_with_top5_and_the_paper_curve_is_drawn(tmp_path, monkeypatch):
+    """ImageNet presets carry top-5 numbers (`metric: top5`): Δ comes from seen_acc_top5, and the
+    paper's per-step curve is drawn dashed beside ours in report_curves.png."""
+    import matplotlib.figure
+
+    paper = {"avg_incremental_acc": 90.0, "last_acc": 85.0, "metric": "top5", "per_step": [95.0, 85.0]}
+    for seed, top5 in ((0, (96.0, 86.0)), (1, (94.0, 88.0))):
+        write_run(tmp_path / f"s{seed}", "der", seed, 70.0, 60.0, paper=paper)
+        run = json.loads((tmp_path / f"s{seed}" / "metrics.json").read_text())
+        for step, value in zip(run["steps"], top5, strict=True):
+            step["seen_acc_top5"] = value
+        (tmp_path / f"s{seed}" / "metrics.json").write_text(json.dumps(run))
+    drawn = []
+
+    def record(fig, path, **kwargs):
+        drawn.extend((line.get_linestyle(), list(line.get_ydata())) for line in fig.axes[0].lines)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    (row,) = csv.DictReader((tmp_path / "out" / "report.csv").open())
+    # ours, top-5: avg (91, 91) -> 91 vs 90; last (86, 88) -> 87 vs 85 (not the top-1 summary)
+    assert row["Δ avg"] == "1.00" and row["Δ last"] == "2.00"
+    assert ("-", [95.0, 87.0]) in drawn  # ours, top-5 mean per step
+    assert ("--", [95.0, 85.0]) in drawn

@@ -58,8 +58,10 @@ class FileImages:
 
 
 class _Decode(Dataset):
-    def __init__(self, paths: list[str], transform: v2.Transform):
-        self.paths, self.transform = paths, transform
+    """One image per item; with `views` > 1, that many independent distortions of it, stacked."""
+
+    def __init__(self, paths: list[str], transform: v2.Transform, views: int = 1):
+        self.paths, self.transform, self.views = paths, transform, views
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -67,15 +69,20 @@ class _Decode(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         try:
             with Image.open(self.paths[i]) as image:
-                return self.transform(image.convert("RGB"))
+                image = image.convert("RGB")
+                if self.views == 1:
+                    return self.transform(image)
+                return torch.stack([self.transform(image) for _ in range(self.views)])
         except (OSError, ValueError) as error:
             raise ConfigError(f"{self.paths[i]} is not a readable image ({error})") from None
 
 
-def _loader(images: FileImages, batches: list[list[int]], train: bool, seed: int) -> DataLoader:
+def _loader(
+    images: FileImages, batches: list[list[int]], train: bool, seed: int, views: int = 1
+) -> DataLoader:
     """Workers decode `batches` (lists of positions in `images`) in order."""
     return DataLoader(
-        _Decode(images.paths, images.transform(train)),
+        _Decode(images.paths, images.transform(train), views),
         batch_sampler=batches,
         num_workers=images.workers,
         pin_memory=torch.cuda.is_available(),
@@ -104,7 +111,12 @@ def batches(images, batch_size: int) -> Iterator[torch.Tensor]:
 class FileLoader(DeviceLoader):
     """`DeviceLoader` over files: the same batches, decoded and distorted by workers and moved
     to the labels' device; `order` and `start_batch` continue an interrupted epoch. Each rank
-    decodes only its own rows."""
+    decodes only its own rows. With `views` > 1 (SD) every image is decoded with that many
+    independent distortions: batches of shape (n, views, 3, size, size)."""
+
+    def __init__(self, images, labels, batch_size, shuffle, generator=None, views: int = 1):
+        super().__init__(images, labels, batch_size, shuffle, generator)
+        self.views = views
 
     def shards(self, order: torch.Tensor | None, start_batch: int, ranks: Ranks):
         dev = self.labels.device
@@ -114,6 +126,6 @@ class FileLoader(DeviceLoader):
         order = order.cpu()  # one copy to the host; workers are given plain lists
         picks = [order[span.start : span.start + span.total][span.rows] for span in todo]
         # Ranks decode different images: give their workers different crops.
-        loader = _loader(self.images, [p.tolist() for p in picks], train=True, seed=seed + ranks.rank)
+        loader = _loader(self.images, [p.tolist() for p in picks], True, seed + ranks.rank, self.views)
         for span, idx, images in zip(todo, picks, _iterate(loader), strict=True):
             yield span, images.to(dev, non_blocking=True), self.labels[idx.to(dev)]

@@ -43,8 +43,24 @@ def random_flip(
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def random_brightness(
+    images: torch.Tensor,
+    strength: float,
+    generator: torch.Generator,
+    rows: slice = EVERY_ROW,
+    total: int | None = None,
+) -> torch.Tensor:
+    """torchvision's ColorJitter(brightness=strength) on [0, 1] images: each image times a
+    factor drawn uniformly from [max(0, 1 - strength), 1 + strength], clipped to [0, 1]."""
+    low, high = max(0.0, 1 - strength), 1 + strength
+    draws = torch.rand(total or len(images), device=images.device, generator=generator)[rows]
+    factor = (low + (high - low) * draws).to(images.dtype)
+    return (images * factor[:, None, None, None]).clamp_(0, 1)
+
+
 class Augment:
-    """uint8 batch -> normalised float batch, with or without random distortions."""
+    """uint8 batch -> normalised float batch, with or without random distortions (crop with
+    padding, horizontal flip, brightness jitter: the CIFAR recipes' order)."""
 
     def __init__(
         self,
@@ -53,18 +69,22 @@ class Augment:
         crop_padding: int = 0,
         flip: bool = False,
         channels_last: bool = False,
+        brightness: float = 0.0,
     ):
         self.mean = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
         self.crop_padding = crop_padding
         self.flip = flip
+        self.brightness = brightness
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or floats already in [0, 1]) -> (x - mean) / std."""
         # The default float type: float32, unless a caller (an exactness test) asks for float64.
         dtype = torch.get_default_dtype()
         mean, std = self.mean.to(images.device, dtype), self.std.to(images.device, dtype)
-        x = (images.to(dtype) / 255.0 - mean) / std
+        unit = images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
+        x = (unit - mean) / std
         return x.contiguous(memory_format=self.memory_format)
 
     def __call__(
@@ -79,6 +99,9 @@ class Augment:
         images = random_crop(images, self.crop_padding, generator, rows, total)
         if self.flip:
             images = random_flip(images, generator, rows, total)
+        if self.brightness:
+            unit = images.to(torch.get_default_dtype()) / 255.0
+            images = random_brightness(unit, self.brightness, generator, rows, total)
         return self.normalize(images)
 
 

@@ -7,6 +7,7 @@ that shrinking a class's share under a fixed total keeps the best-ranked exempla
 import torch
 import torch.nn.functional as F
 
+from cl_runner import rng
 from cl_runner.data.images import ImageSet
 
 
@@ -29,6 +30,29 @@ def herding(features: torch.Tensor, m: int) -> torch.Tensor:
         available[i] = False
         running += f[i]
     return torch.tensor(chosen, dtype=torch.long, device=f.device)
+
+
+def welling_herding(features: torch.Tensor, m: int, max_steps: int = 1000) -> torch.Tensor:
+    """Herding as iCaRL's and DER's official code run it (Welling 2009): on L2-normalised
+    features, w starts at the class mean mu; each step picks argmax_i <w, f_i> and sets
+    w <- w + mu - f_i. A sample picked again is not added again; after `max_steps` steps the
+    selection stops where it is (the official cap). Returns the positions in choice order."""
+    f = F.normalize(features.float(), dim=1)
+    mu = f.mean(0)
+    w = mu.clone()
+    chosen: list[int] = []
+    target = min(m, len(f))
+    for _ in range(max_steps):
+        if len(chosen) == target:
+            break
+        i = int((f @ w).argmax())
+        if i not in chosen:
+            chosen.append(i)
+        w += mu - f[i]
+    return torch.tensor(chosen, dtype=torch.long, device=f.device)
+
+
+SELECTORS = {"herding": herding, "welling": welling_herding}
 
 
 class ExemplarMemory:
@@ -77,12 +101,13 @@ class ExemplarMemory:
         labels = train.labels
         is_new = (labels >= new_labels.start) & (labels < new_labels.stop)
         new_idx = is_new.nonzero().squeeze(1)
-        features = embed(train.images[new_idx]) if self.selection == "herding" else None
+        select = SELECTORS.get(self.selection)
+        features = embed(train.images[new_idx]) if select else None
         new_labels_of = labels[new_idx]
         for c in new_labels:
             positions = (new_labels_of == c).nonzero().squeeze(1)
-            if self.selection == "herding":
-                ranked = positions[herding(features[positions], m)]
+            if select:
+                ranked = positions[select(features[positions], m)]
             else:
                 perm = torch.randperm(len(positions), generator=self.generator)
                 ranked = positions[perm.to(positions.device)[:m]]
@@ -91,9 +116,9 @@ class ExemplarMemory:
     def state_dict(self) -> dict:
         return {
             "by_class": {c: v.cpu() for c, v in self.by_class.items()},
-            "generator": self.generator.get_state(),
+            "generator": rng.pack(self.generator.get_state()),
         }
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.by_class = {int(c): v.to(device) for c, v in state["by_class"].items()}
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(rng.unpack(state["generator"]))

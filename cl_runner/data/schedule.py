@@ -32,8 +32,19 @@ class Task:
         return range(self.offset, self.end)
 
 
-def class_order(num_classes: int, seed: int | None) -> list[int]:
-    """numpy RandomState(seed).permutation: the order iCaRL, PyCIL and DER use with seed 1993."""
+def class_order(num_classes: int, seed: int | None, explicit: list[int] | None = None) -> list[int]:
+    """An explicit order (DER's official CIFAR-100 configs use PODNet's), else numpy
+    RandomState(seed).permutation: the order iCaRL and PyCIL use with seed 1993."""
+    if explicit is not None:
+        explicit = list(explicit)
+        if sorted(explicit) != list(range(num_classes)):
+            n = len(explicit)
+            problem = "repeats or out-of-range ids" if n == num_classes else f"{n} entries"
+            raise ConfigError(
+                f"class_order must list each of the {num_classes} classes 0..{num_classes - 1} "
+                f"once (got {problem})"
+            )
+        return explicit
     if seed is None:
         return list(range(num_classes))
     return np.random.RandomState(seed).permutation(num_classes).tolist()
@@ -69,8 +80,14 @@ def task_sizes(num_classes: int, steps: int, init_classes: int | None) -> list[i
     return [init_classes] + [rest // steps] * steps
 
 
-def make_schedule(num_classes: int, steps: int, init_classes: int | None, order_seed: int | None):
-    order = class_order(num_classes, order_seed)
+def make_schedule(
+    num_classes: int,
+    steps: int,
+    init_classes: int | None,
+    order_seed: int | None,
+    explicit_order: list[int] | None = None,
+):
+    order = class_order(num_classes, order_seed, explicit_order)
     tasks, offset = [], 0
     for index, size in enumerate(task_sizes(num_classes, steps, init_classes)):
         tasks.append(Task(index, tuple(order[offset : offset + size]), offset))

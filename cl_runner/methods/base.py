@@ -26,7 +26,10 @@ class Batch:
     """The raw batch: uint8 images and labels on the device, plus how to turn them into inputs.
 
     `view()` returns a freshly distorted, normalised float view on every call, so a method can
-    draw one view (most methods) or several (SD); `clean()` is the undistorted input. With
+    draw one view (most methods) or several (SD); `clean()` is the undistorted input. Device data
+    is distorted on the device at each call; file data arrives distorted by the loader's workers
+    as `images[:, k]` (n, views, C, H, W), and each call takes the next of those views.
+    `rehearsal`: exemplars of earlier tasks' classes are among the task's training data. With
     several processes a batch holds this rank's `rows` of a global batch of `total` images, and
     random draws are made for all `total` (see distributed.py).
     """
@@ -40,6 +43,8 @@ class Batch:
     count: int = 1
     rows: slice = field(default_factory=lambda: EVERY_ROW)
     total: int | None = None  # None: the batch is all there is
+    rehearsal: bool = False
+    drawn: int = 0  # views taken so far (file data: which worker-made view comes next)
 
     @property
     def size(self) -> int:
@@ -47,7 +52,11 @@ class Batch:
         return self.total or len(self.labels)
 
     def view(self) -> torch.Tensor:
-        return self.augment(self.images, self.generator, self.rows, self.size)
+        images = self.images
+        if images.dim() == 5:  # views distorted by the file loader's workers
+            images = images[:, self.drawn % images.shape[1]]
+        self.drawn += 1
+        return self.augment(images, self.generator, self.rows, self.size)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise for these rows, drawn for the whole batch."""
@@ -55,14 +64,22 @@ class Batch:
         return torch.randn(shape, device=x.device, generator=self.generator)[self.rows].to(x.dtype)
 
     def clean(self) -> torch.Tensor:
-        return self.augment.normalize(self.images)
+        return self.augment.normalize(self.images[:, 0] if self.images.dim() == 5 else self.images)
 
 
 class TaskData:
     """The task's training data (new classes plus exemplars) as an iterable of `Batch`es."""
 
-    def __init__(self, loader: DeviceLoader, task: Task, augment: Augment, generator: torch.Generator):
+    def __init__(
+        self,
+        loader: DeviceLoader,
+        task: Task,
+        augment: Augment,
+        generator: torch.Generator,
+        rehearsal: bool = False,
+    ):
         self.loader, self.task, self.augment, self.generator = loader, task, augment, generator
+        self.rehearsal = rehearsal
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -90,6 +107,7 @@ class TaskData:
                 len(self),
                 span.rows,
                 span.total,
+                self.rehearsal,
             )
 
 
@@ -98,6 +116,10 @@ class Method:
     network: type[nn.Module] = IncrementalNet
     #: epochs that train only the new head, feature extractor frozen, before normal training
     head_warmup_epochs: int = 0
+    #: distorted views per image the method draws from one batch (file data decodes this many)
+    views: int = 1
+    #: cross-entropy over all seen classes even when no exemplars are in the batch
+    all_logits: bool = False
 
     def training_classes(self, task: Task) -> range:
         """Labels whose training data the runner feeds in this task (memory comes on top)."""
@@ -106,17 +128,29 @@ class Method:
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         """Called after the runner added the task's head; snapshot teachers, grow networks."""
 
-    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
-        """Cross-entropy over all seen classes' logits (class-IL)."""
-        return F.cross_entropy(logits, labels)
+    def classification_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Cross-entropy over the new head's logits when the batch holds only the new task's
+        classes (FACIL's and PyCIL's fine-tuning, the LwF paper); over all seen classes when
+        exemplars of old classes are in the training data, on the first task, or with
+        `all_logits`."""
+        task = batch.task
+        if self.all_logits or batch.rehearsal or task.index == 0:
+            return F.cross_entropy(logits, batch.labels)
+        return F.cross_entropy(logits[:, task.offset : task.end], batch.labels - task.offset)
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         logits = model(batch.view())["logits"]
-        loss = self.classification_loss(logits, batch.labels, batch.task)
+        loss = self.classification_loss(logits, batch)
         return loss, {"ce": loss.detach()}
 
-    def after_step(self, model: nn.Module, lr: float) -> None:
-        """Called after every optimizer step (MAS applies its proximal update here)."""
+    def epoch_start(self, epoch: int, model: nn.Module, data: TaskData) -> None:
+        """Called before each epoch of the main stage, not again when a resume continues inside
+        it (DER resets its classifiers when the learning-rate warm-up ends); random draws use
+        `data.generator`, which every process of a run draws alike."""
+
+    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
+        """Called after every optimizer step with its learning rate and momentum (MAS applies
+        its proximal update here)."""
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
         """Called after training on the task and the memory update, before evaluation

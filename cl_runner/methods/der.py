@@ -3,7 +3,7 @@
 The expandable network (models/expandable.py) adds a feature extractor per task and freezes the
 older ones; this file adds what DER trains on top of it:
 
-    L = CE(classifier(u), y) + lambda_a * CE(aux(phi_t(x)), y_aux) + lambda_s * L_S   (section 3)
+    L = CE(classifier(u), y) + lambda_a * CE(aux(phi_t(x)), y_aux) + lambda_s * L_S   (eq. 5, 8)
 
 with y_aux = y - offset + 1 for the new task's classes and 0 for every old class, and L_S the
 sparsity of the new extractor's channel masks (models/masks.py), whose s is annealed
@@ -11,11 +11,14 @@ within each epoch as in HAT:
 
     s = 1/s_max + (s_max - 1/s_max) * (b - 1) / (B - 1),   b = 1..B batches of the epoch
 
-After each task the masked channels are pruned (`prune=true`; `prune=false` is "DER w/o P":
-no masks, no sparsity loss), then the classifier is re-trained on the class-balanced exemplar
-memory with the extractors fixed and a softmax temperature (the paper's "classifier learning"
-stage; CIFAR recipe 30 epochs, lr 0.1, milestone 15, temperature 5). The memory's features are
-computed once, undistorted, and the classifier trains on them: extractors do not move.
+As the official code does, the classifiers are re-initialised when the learning-rate warm-up
+ends (`reset_classifiers_epoch`, the warm-up length). After each task the masked channels are
+pruned (`prune=true`; `prune=false` is "DER w/o P": no masks, no sparsity loss), then the
+classifier learning stage (section 3.3) resets the classifier and trains it alone, with a
+softmax temperature, on a class-balanced subset of the task's training data: the new data plus
+the memory as it was before this task (the official `_after_task` re-trains the classifier
+before it builds the new exemplars), every class cut to the smallest class's count, with the
+training distortions drawn anew each epoch. The extractors run in eval mode and do not move.
 """
 
 import functools
@@ -24,8 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_runner.data.schedule import Task
-from cl_runner.evaluate import forward_all
 from cl_runner.methods.base import Batch, Method, TaskData, require
 from cl_runner.models.expandable import ExpandableNet, MaskSettings
 
@@ -36,7 +37,21 @@ def mask_scale(index: int, count: int, s_max: float) -> float:
     return 1 / s_max + (s_max - 1 / s_max) * progress
 
 
+def balanced_subset(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Positions of a random subset with every class cut to the smallest class's count."""
+    classes, counts = labels.unique(return_counts=True)
+    keep = int(counts.min())
+    picks = []
+    for c in classes.tolist():
+        members = (labels == c).nonzero().squeeze(1)
+        order = torch.randperm(len(members), generator=generator, device=generator.device)
+        picks.append(members[order[:keep].to(members.device)])
+    return torch.cat(picks)
+
+
 class DER(Method):
+    all_logits = True  # the official code's cross-entropy covers every seen class
+
     def __init__(
         self,
         aux_weight: float = 1.0,
@@ -45,12 +60,14 @@ class DER(Method):
         s_max: float = 400.0,
         mask_init: float = 1.0,
         mask_compensation: bool = True,
+        reuse_classifier: bool = False,
+        classifier_bias: bool = False,
+        reset_classifiers_epoch: int = 0,
         balanced_epochs: int = 30,
         balanced_lr: float = 0.1,
         balanced_milestones: list[int] | None = None,
         balanced_temperature: float = 5.0,
         balanced_batch_size: int = 128,
-        seed: int = 0,
     ):
         require(aux_weight >= 0, f"method.aux_weight={aux_weight} is invalid: expected a number >= 0")
         require(balanced_epochs >= 0, f"method.balanced_epochs={balanced_epochs} is invalid: expected >= 0")
@@ -58,21 +75,30 @@ class DER(Method):
         require(balanced_temperature > 0, f"method.balanced_temperature={balanced_temperature}: expected > 0")
         require(sparsity_weight >= 0, f"method.sparsity_weight={sparsity_weight} is invalid: expected >= 0")
         require(s_max >= 1, f"method.s_max={s_max} is invalid: expected a number >= 1")
+        require(
+            reset_classifiers_epoch >= 0, f"method.reset_classifiers_epoch={reset_classifiers_epoch}: >= 0"
+        )
         self.aux_weight = aux_weight
         self.sparsity_weight, self.s_max = sparsity_weight, s_max
         masks = MaskSettings(s_max, mask_init, mask_compensation) if prune else None
-        self.network = functools.partial(ExpandableNet, masks=masks)
+        self.network = functools.partial(
+            ExpandableNet, masks=masks, reuse_classifier=reuse_classifier, bias=classifier_bias
+        )
+        self.reset_classifiers_epoch = reset_classifiers_epoch
         self.balanced_epochs, self.balanced_lr = balanced_epochs, balanced_lr
         self.balanced_milestones = list(balanced_milestones if balanced_milestones is not None else [15])
         self.balanced_temperature, self.balanced_batch_size = balanced_temperature, balanced_batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+
+    def epoch_start(self, epoch: int, model: nn.Module, data: TaskData) -> None:
+        if self.reset_classifiers_epoch and epoch == self.reset_classifiers_epoch:
+            model.reset_classifiers(data.generator)  # the official warm-up's end: both classifiers
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         masks = model.masks
         if masks is not None:
             masks.set_scale(mask_scale(batch.index, batch.count, self.s_max))
         out = model(batch.view())
-        loss = ce = self.classification_loss(out["logits"], batch.labels, batch.task)
+        loss = ce = self.classification_loss(out["logits"], batch)
         parts = {"ce": ce.detach()}
         if "aux_logits" in out:
             offset = batch.task.offset
@@ -86,39 +112,40 @@ class DER(Method):
             parts["sparsity"] = sparsity.detach()
         return loss, parts
 
-    def after_step(self, model: nn.Module, lr: float) -> None:
+    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
         if model.masks is not None:
             model.masks.clamp_()
 
-    def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
+    def after_task(self, task, model: nn.Module, memory, data: TaskData) -> None:
         if model.masks is not None:
             model.prune_last()
-        if task.index == 0 or not self.balanced_epochs or not len(memory):
-            return
-        exemplars = memory.exemplars()
-        features = forward_all(model, exemplars.images, data.augment.normalize, 1024)["features"]
-        self.retrain_classifier(model.classifier, features, exemplars.labels)
+        if task.index > 0 and self.balanced_epochs and data.rehearsal:
+            self.retrain_classifier(model, data)
 
     @torch.enable_grad()
-    def retrain_classifier(self, classifier: nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """SGD on the classifier alone over class-balanced features, logits divided by T."""
+    def retrain_classifier(self, model: ExpandableNet, data: TaskData) -> None:
+        """SGD on a reset classifier alone over the class-balanced data, logits divided by T."""
+        loader = data.loader
+        keep = balanced_subset(loader.labels, data.generator)
+        balanced = type(loader)(
+            loader.images[keep], loader.labels[keep], self.balanced_batch_size, True, data.generator
+        )
+        stage = TaskData(balanced, data.task, data.augment, data.generator, data.rehearsal)
+        model.reset_classifiers(data.generator, aux=False)
+        classifier = model.classifier
         optimizer = torch.optim.SGD(
             classifier.parameters(), lr=self.balanced_lr, momentum=0.9, weight_decay=5e-4
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.balanced_milestones, gamma=0.1)
-        n = len(labels)
+        was_training = model.training
+        model.eval()
         for _ in range(self.balanced_epochs):
-            order = torch.randperm(n, generator=self.generator).to(labels.device)
-            for start in range(0, n, self.balanced_batch_size):
-                idx = order[start : start + self.balanced_batch_size]
-                loss = F.cross_entropy(classifier(features[idx]) / self.balanced_temperature, labels[idx])
+            for batch in stage:
+                with torch.no_grad():
+                    features, _ = model.features(batch.view())
+                loss = F.cross_entropy(classifier(features) / self.balanced_temperature, batch.labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             schedule.step()
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        model.train(was_training)

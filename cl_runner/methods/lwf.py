@@ -3,61 +3,57 @@
 Before each new task the current network is frozen as the teacher. Its old-class logits on the
 *same distorted batch* are the soft targets for the student's old-class logits:
 
-    L = CE(z_new, y) + lambda_o * T^2 * KL(softmax(z_old^teacher / T) || softmax(z_old / T))   (eq. 2-4)
+    L = L_new(y_n, yhat_n) + lambda_o * L_old(y_o, yhat_o)                              (eq. 2)
+    L_old = -sum_i y'_o(i) log yhat'_o(i),  y' = softmax(z)^(1/T) renormalised          (eq. 3-4)
 
-All old heads are distilled together (one softmax over their concatenated logits, as FACIL and
-PyCIL do in class-IL). With exemplars in the batch, CE covers all seen logits, since old-class
-labels have no place in the new head. `warmup_epochs` first trains the new head alone with the
-extractor frozen (the paper's warm-up step).
+with T = 2 and lambda_o = 1, and no T^2 factor (the paper, FACIL and PyCIL have none). All old
+heads are distilled together (one softmax over their concatenated logits, as FACIL and PyCIL
+do in class-IL). L_new is the new head's cross-entropy; with exemplars in the training data it
+covers all seen logits, since old-class labels have no place in the new head (`all_logits`
+forces that always). `warmup_epochs` first trains the new head alone with the extractor frozen
+(the paper's warm-up step).
 """
 
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, require
-from cl_runner.methods.losses import distillation
+from cl_runner.methods.losses import modified_cross_entropy
 
 
 class LwF(Method):
-    def __init__(self, lamb: float = 1.0, T: float = 2.0, warmup_epochs: int = 0):
+    def __init__(self, lamb: float = 1.0, T: float = 2.0, warmup_epochs: int = 0, all_logits: bool = False):
         require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
         require(T > 0, f"method.T={T} is invalid: expected a number > 0")
         require(warmup_epochs >= 0, f"method.warmup_epochs={warmup_epochs} is invalid: expected >= 0")
         self.lamb, self.T, self.head_warmup_epochs = lamb, T, warmup_epochs
+        self.all_logits = all_logits
         self.teacher: nn.Module | None = None
-        self.rehearsal = False
 
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         if task.index == 0:
             return
-        self.rehearsal = len(memory) > 0  # decided once per task: no per-batch host sync
         self.teacher = copy.deepcopy(model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
-    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
-        if task.index == 0 or self.rehearsal:
-            return F.cross_entropy(logits, labels)  # first task, or exemplars of old classes present
-        return F.cross_entropy(logits[:, task.offset :], labels - task.offset)  # new head only
-
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         x = batch.view()
         logits = model(x)["logits"]
-        ce = self.classification_loss(logits, batch.labels, batch.task)
+        ce = self.classification_loss(logits, batch)
         if self.teacher is None:
             return ce, {"ce": ce.detach()}
         old = batch.task.offset
         with torch.no_grad():
             soft_targets = self.teacher(x)["logits"][:, :old]
-        kd = distillation(logits[:, :old], soft_targets, self.T)
-        return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}
+        kd = modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
+        return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
 
     def state_dict(self) -> dict:
-        return {"teacher": self.teacher, "rehearsal": self.rehearsal}
+        return {"teacher": self.teacher}
 
     def load_state_dict(self, state: dict) -> None:
-        self.teacher, self.rehearsal = state["teacher"], state["rehearsal"]
+        self.teacher = state["teacher"]

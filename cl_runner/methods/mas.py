@@ -10,18 +10,24 @@ and training on later tasks adds
     L(theta) = L_new(theta) + lambda * sum_ij Omega_ij (theta_ij - theta*_ij)^2             (eq. 3)
 
 with theta* the parameters after task t. The objective is the paper's; `update` says how SGD meets
-the quadratic term. Omega_ij reaches the hundreds when logits are large, and a plain gradient step
-on lambda*Omega*(theta - theta*)^2 diverges once lr*2*lambda*Omega exceeds 2(1 + momentum).
-`update="proximal"` (default) therefore takes the SGD step on the task loss, then the exact
-minimiser of the penalty's proximal problem, theta* + (theta - theta*) / (1 + 2*lr*lambda*Omega):
-the same fixed points, first-order identical to the gradient step, stable for any step size.
-`update="gradient"` backpropagates the penalty with the loss, literally as eq. 3 is written.
+the quadratic term. The official code adds 2*lambda*Omega*(theta - theta*) to the gradient before
+momentum (`update="gradient"`), which diverges once lr*2*lambda*Omega exceeds 2(1 + momentum):
+at this runner's learning rates Omega reaches the hundreds. `update="proximal"` (default) takes
+the SGD step on the task loss, then the exact minimiser of the penalty's proximal problem with
+the step size momentum SGD really takes, eta = lr / (1 - momentum):
+
+    theta <- theta* + (theta - theta*) / (1 + 2 * eta * lambda * Omega)
+
+Its fixed point is the paper's, grad L + 2 lambda Omega (theta - theta*) = 0 (shrinking with lr
+alone would give a (1 - momentum)-times weaker penalty), and it is stable for any step size.
 
 `importance="batch"` takes |gradient of the batch sum| per batch, as the official code does
 (exact for batch size 1); `importance="sample"` takes exact per-sample gradients with torch.func
 (one batched vmap per batch, never a loop over samples). Importances accumulate over tasks by
-sum (default) or FACIL's fusion alpha*old + (1-alpha)*new.
-F is the whole class-IL output (all heads so far); heads added later carry no importance.
+sum (the official code's `accumulate_reg_params`) or FACIL's fusion alpha*old + (1-alpha)*new.
+F is the output of the task's own head (`output="task"`), as in the official code, which computes
+each task's Omega with that task's head on that task's data; Omega covers every parameter,
+heads included. `output="all"` takes all seen logits instead (FACIL).
 """
 
 import torch
@@ -32,14 +38,14 @@ from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, TaskData, require
 
 
-def batch_importance(model: nn.Module, data, inputs) -> dict[str, torch.Tensor]:
-    """(1/N) sum over batches of |d sum_{k in batch} ||F(x_k)||^2 / d theta|."""
+def batch_importance(model: nn.Module, data, inputs, outputs: slice) -> dict[str, torch.Tensor]:
+    """(1/N) sum over batches of |d sum_{k in batch} ||F(x_k)||^2 / d theta|, F = logits[:, outputs]."""
     params = dict(model.named_parameters())
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
     for batch in data:
         x = inputs(batch)
-        squared_norm = model(x)["logits"].pow(2).sum()
+        squared_norm = model(x)["logits"][:, outputs].pow(2).sum()
         grads = torch.autograd.grad(squared_norm, list(params.values()), allow_unused=True)
         for (name, _), g in zip(params.items(), grads, strict=True):
             if g is not None:
@@ -48,13 +54,16 @@ def batch_importance(model: nn.Module, data, inputs) -> dict[str, torch.Tensor]:
     return {name: value / count for name, value in omega.items()}
 
 
-def sample_importance(model: nn.Module, data, inputs, chunk_size: int | None) -> dict[str, torch.Tensor]:
+def sample_importance(
+    model: nn.Module, data, inputs, outputs: slice, chunk_size: int | None
+) -> dict[str, torch.Tensor]:
     """(1/N) sum over samples of |d ||F(x_k)||^2 / d theta|, per-sample gradients via vmap."""
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
     def squared_norm(p: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"].pow(2).sum()
+        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"]
+        return logits[:, outputs].pow(2).sum()
 
     per_sample = vmap(grad(squared_norm), in_dims=(None, 0), chunk_size=chunk_size)
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -76,14 +85,18 @@ class MAS(Method):
         alpha: float = 0.5,
         sample_chunk: int | None = 32,
         update: str = "proximal",
+        output: str = "task",
+        all_logits: bool = False,
     ):
         require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
         require(importance in ("batch", "sample"), f"method.importance={importance!r}: choose batch, sample")
         require(accumulate in ("sum", "alpha"), f"method.accumulate={accumulate!r}: choose sum, alpha")
         require(0 <= alpha <= 1, f"method.alpha={alpha} is invalid: expected a number in [0, 1]")
         require(update in ("proximal", "gradient"), f"method.update={update!r}: choose proximal, gradient")
+        require(output in ("task", "all"), f"method.output={output!r}: choose task, all")
         self.lamb, self.importance, self.accumulate = lamb, importance, accumulate
         self.alpha, self.sample_chunk, self.update = alpha, sample_chunk, update
+        self.output, self.all_logits = output, all_logits
         self.omega: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 
@@ -108,23 +121,27 @@ class MAS(Method):
         return ce + self.lamb * reg, {**parts, "mas": reg}
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module, lr: float) -> None:
-        """Proximal step: argmin_t lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 lr), per parameter."""
+    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
+        """Proximal step: argmin_t lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 eta), per parameter,
+        with eta = lr / (1 - momentum), the step momentum SGD takes in its steady state."""
         if self.update != "proximal" or not self.omega:
             return
+        eta = lr / (1 - momentum)
         for name, p in model.named_parameters():
             if name in self.omega:
                 anchor = self.anchor[name]
-                p.sub_(anchor).div_(1 + 2 * lr * self.lamb * self.omega[name]).add_(anchor)
+                p.sub_(anchor).div_(1 + 2 * eta * self.lamb * self.omega[name]).add_(anchor)
 
     def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
         # The clean (undistorted) inputs, in eval mode: importance describes the trained network.
         was_training = model.training
         model.eval()
+        task = data.task
+        outputs = slice(task.offset, task.end) if self.output == "task" else slice(None)
         if self.importance == "batch":
-            omega = batch_importance(model, data, Batch.clean)
+            omega = batch_importance(model, data, Batch.clean, outputs)
         else:
-            omega = sample_importance(model, data, Batch.clean, self.sample_chunk)
+            omega = sample_importance(model, data, Batch.clean, outputs, self.sample_chunk)
         model.train(was_training)
         return omega
 

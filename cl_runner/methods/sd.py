@@ -4,12 +4,15 @@ Each batch gives two distorted views x_a, x_b of the same images. The wrapped me
 its own loss on x_a; SD adds the second view's classification loss, the KL divergence between
 the two views' predictions in both directions, and the MMD between their pooled features:
 
-    L = L_method(x_a) + CE(p_b, y) + w_kl * T^2 * (KL(p_a || p_b) + KL(p_b || p_a))
+    L = L_method(x_a) + CE(p_b, y) + w_kl * (KL(p_a || p_b) + KL(p_b || p_a))
         + w_mmd * || mean_i h(x_a,i) - mean_i h(x_b,i) ||_2^2                         (eq. 1-6)
 
 With the plain method (fine-tuning) L_method(x_a) = CE(p_a, y): the paper's five terms with
 equal weights. CE(p_b, y) uses the wrapped method's own classification loss (LwF: new head).
+p = softmax(z / T) with T = 1 by default (the paper has no temperature, and no T^2 factor).
 Gradients flow through both views in every term, as in the paper (one network, no teacher).
+The two views are independent draws of the data set's distortion on every data path: device
+data is distorted twice on the device, file data is decoded twice by the workers (`views = 2`).
 """
 
 from dataclasses import dataclass, fields
@@ -19,7 +22,7 @@ from torch import nn
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, TaskData, require
-from cl_runner.methods.losses import distillation
+from cl_runner.methods.losses import kl_divergence
 
 
 @dataclass
@@ -50,8 +53,8 @@ class OutputRecorder:
 
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, T: float) -> torch.Tensor:
-    """T^2 (KL(p_a || p_b) + KL(p_b || p_a)) with p = softmax(z / T), averaged over the batch."""
-    return distillation(logits_b, logits_a, T) + distillation(logits_a, logits_b, T)
+    """KL(p_a || p_b) + KL(p_b || p_a) with p = softmax(z / T), averaged over the batch."""
+    return kl_divergence(logits_a, logits_b, T) + kl_divergence(logits_b, logits_a, T)
 
 
 def mmd(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
@@ -60,6 +63,8 @@ def mmd(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
 
 
 class SelfDistillation(Method):
+    views = 2
+
     def __init__(
         self,
         base: Method,
@@ -80,8 +85,9 @@ class SelfDistillation(Method):
             noise_std,
         )
         self.head_warmup_epochs, self.network = base.head_warmup_epochs, base.network
+        self.all_logits = base.all_logits
 
-    def views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def two_views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent draws of the data set's distortion (crop + flip); optional extra noise on x_b."""
         x_a, x_b = batch.view(), batch.view()
         if self.noise_std:
@@ -89,13 +95,13 @@ class SelfDistillation(Method):
         return x_a, x_b
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
-        x_a, x_b = self.views(batch)
+        x_a, x_b = self.two_views(batch)
         recorder = OutputRecorder(model, x_a)
         view_a = FixedViewBatch(**{f.name: getattr(batch, f.name) for f in fields(Batch)}, fixed=x_a)
         loss, parts = self.base.training_loss(view_a, recorder)
         out_a = recorder.output if recorder.output is not None else model(x_a)
         out_b = model(x_b)
-        ce_b = self.base.classification_loss(out_b["logits"], batch.labels, batch.task)
+        ce_b = self.base.classification_loss(out_b["logits"], batch)
         kl = symmetric_kl(out_a["logits"], out_b["logits"], self.T)
         discrepancy = mmd(out_a["features"], out_b["features"])
         total = loss + ce_b + self.kl_weight * kl + self.mmd_weight * discrepancy
@@ -113,11 +119,14 @@ class SelfDistillation(Method):
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         self.base.before_task(task, model, memory)
 
-    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
-        return self.base.classification_loss(logits, labels, task)
+    def classification_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.base.classification_loss(logits, batch)
 
-    def after_step(self, model: nn.Module, lr: float) -> None:
-        self.base.after_step(model, lr)
+    def epoch_start(self, epoch: int, model: nn.Module, data: TaskData) -> None:
+        self.base.epoch_start(epoch, model, data)
+
+    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
+        self.base.after_step(model, lr, momentum)
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
         self.base.after_task(task, model, memory, data)

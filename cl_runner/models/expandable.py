@@ -2,9 +2,10 @@
 
 One feature extractor per task: extractor t starts as a copy of extractor t-1, and every older
 extractor is frozen (parameters and BatchNorm statistics) and runs forward-only. The
-super-feature u = [phi_1(x), ..., phi_t(x)] feeds one classifier over all seen classes, whose old
-weights are copied when it grows; an auxiliary classifier on phi_t(x) has |C_t| + 1 outputs
-(all old classes are one label).
+super-feature u = [phi_1(x), ..., phi_t(x)] feeds one classifier over all seen classes; an
+auxiliary classifier on phi_t(x) has |C_t| + 1 outputs (all old classes are one label). As in
+the official code, both are bias-free and Kaiming-initialised, and the classifier is new at
+every task (`reuse_classifier=True` copies the old weights into it instead).
 
 With `masks` on, the extractor being trained carries channel masks (models/masks.py) and
 `prune_last()` removes its masked channels after the task. The next extractor is initialised
@@ -33,9 +34,29 @@ def count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
+def linear(in_features: int, out_features: int, bias: bool, device) -> nn.Linear:
+    """The official code's classifier: Kaiming-normal weights (linear gain), zero bias if any."""
+    layer = nn.Linear(in_features, out_features, bias=bias).to(device)
+    reset_linear(layer)
+    return layer
+
+
+def reset_linear(layer: nn.Linear, generator: torch.Generator | None = None) -> None:
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="linear", generator=generator)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 class ExpandableNet(nn.Module):
-    def __init__(self, backbone: nn.Module, masks: MaskSettings | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        masks: MaskSettings | None = None,
+        reuse_classifier: bool = False,
+        bias: bool = False,
+    ):
         super().__init__()
+        self.reuse_classifier, self.bias = reuse_classifier, bias
         self.extractors = nn.ModuleList([backbone])
         self.dense_dim = backbone.feature_dim
         self.dense_params = count(backbone)
@@ -75,14 +96,23 @@ class ExpandableNet(nn.Module):
             self.masks = ChannelMasks(plan, s.s_max, s.init, s.compensate).to(device)
             self.masks.attach()
         old = self.classifier
-        self.classifier = nn.Linear(self.feature_dim, self.num_classes + num_classes).to(device)
-        if old is not None:
+        self.classifier = linear(self.feature_dim, self.num_classes + num_classes, self.bias, device)
+        if old is not None and self.reuse_classifier:
             with torch.no_grad():
                 self.classifier.weight[: old.out_features, : old.in_features] = old.weight
-                self.classifier.bias[: old.out_features] = old.bias
+                if self.bias:
+                    self.classifier.bias[: old.out_features] = old.bias
         first = not self.task_sizes
-        self.aux_classifier = None if first else nn.Linear(self.dense_dim, num_classes + 1).to(device)
+        self.aux_classifier = None if first else linear(self.dense_dim, num_classes + 1, self.bias, device)
         self.task_sizes.append(num_classes)
+
+    def reset_classifiers(self, generator: torch.Generator | None = None, aux: bool = True) -> None:
+        """Fresh weights for the classifier (and the auxiliary one), as the official code does
+        when the learning-rate warm-up ends and before the balanced classifier stage. With
+        several processes, `generator` is one every rank draws alike."""
+        reset_linear(self.classifier, generator)
+        if aux and self.aux_classifier is not None:
+            reset_linear(self.aux_classifier, generator)
 
     def train(self, mode: bool = True) -> "ExpandableNet":
         super().train(mode)
@@ -92,11 +122,15 @@ class ExpandableNet(nn.Module):
             self.template.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The super-feature u and the newest extractor's part of it."""
         with torch.no_grad():
             old = [extractor(x) for extractor in self.extractors[:-1]]
         new = self.extractors[-1](x)
-        features = torch.cat([*old, new], dim=1)
+        return torch.cat([*old, new], dim=1), new
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, new = self.features(x)
         out = {"logits": self.classifier(features), "features": features}
         if self.aux_classifier is not None:
             out["aux_logits"] = self.aux_classifier(new)
@@ -137,7 +171,7 @@ class ExpandableNet(nn.Module):
         classifier), and what the same model would have without pruning."""
         params = sum(count(e) for e in self.extractors) + count(self.classifier)
         unpruned = len(self.extractors) * self.dense_params
-        unpruned += (len(self.extractors) * self.dense_dim + 1) * self.num_classes
+        unpruned += (len(self.extractors) * self.dense_dim + self.bias) * self.num_classes
         return {"params": params, "params_unpruned": unpruned}
 
     # -- checkpoints: the pruned shapes are rebuilt before the weights load ----------------------
@@ -156,9 +190,11 @@ class ExpandableNet(nn.Module):
                 self._prune(index, keep)
 
 
-def _keep_inputs(linear: nn.Linear, columns: torch.Tensor) -> nn.Linear:
-    pruned = nn.Linear(len(columns), linear.out_features).to(linear.weight.device)
+def _keep_inputs(layer: nn.Linear, columns: torch.Tensor) -> nn.Linear:
+    bias = layer.bias is not None
+    pruned = nn.Linear(len(columns), layer.out_features, bias=bias).to(layer.weight.device)
     with torch.no_grad():
-        pruned.weight.copy_(linear.weight.index_select(1, columns))
-        pruned.bias.copy_(linear.bias)
+        pruned.weight.copy_(layer.weight.index_select(1, columns))
+        if bias:
+            pruned.bias.copy_(layer.bias)
     return pruned

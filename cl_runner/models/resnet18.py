@@ -1,12 +1,17 @@
 """ResNet-18 (He et al. 2016) with either stem.
 
 `stem="cifar"`: 3x3 conv, stride 1, no max-pool (the DER/PODNet CIFAR recipe);
-`stem="imagenet"`: 7x7 conv, stride 2, then 3x3 max-pool (torchvision's layout).
+`stem="imagenet"`: 7x7 conv, stride 2, then 3x3 max-pool (torchvision's layout);
+`stem="podnet"`: 3x3 conv, stride 1, then 3x3 max-pool (DER's official ImageNet B50 network,
+after PODNet). `zero_init_residual` starts every residual branch's last BatchNorm scale at 0,
+as DER's official ResNet-18 does (torchvision's default is off).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cl_runner.errors import ConfigError
 
 
 class BasicBlock(nn.Module):
@@ -30,7 +35,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int = 3, stem: str = "cifar"):
+    def __init__(self, in_channels: int = 3, stem: str = "cifar", zero_init_residual: bool = False):
         super().__init__()
         if stem == "cifar":
             self.stem = nn.Sequential(
@@ -43,8 +48,15 @@ class ResNet18(nn.Module):
                 nn.ReLU(),
                 nn.MaxPool2d(3, 2, 1),
             )
+        elif stem == "podnet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
         else:
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+            raise ConfigError(f"backbone.stem={stem!r} is invalid: choose from cifar, imagenet, podnet")
         layers, in_planes = [], 64
         for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             layers += [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
@@ -54,11 +66,16 @@ class ResNet18(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:
+            for block in layers:
+                nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
-def resnet18(in_channels: int = 3, image_size: int | None = None, stem: str = "cifar") -> ResNet18:
-    return ResNet18(in_channels, stem)
+def resnet18(
+    in_channels: int = 3, image_size: int | None = None, stem: str = "cifar", zero_init_residual: bool = False
+) -> ResNet18:
+    return ResNet18(in_channels, stem, zero_init_residual)

@@ -40,7 +40,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, in_channels: int = 3):
+    def __init__(self, depth: int, in_channels: int = 3, zero_init_residual: bool = False):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -57,6 +57,9 @@ class CifarResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:  # each residual branch starts as the identity (Goyal et al. 2017)
+            for block in blocks:
+                nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -70,11 +73,15 @@ def _check_stem(stem: str) -> None:
         raise ConfigError(f"backbone.stem={stem!r}: the CIFAR ResNets only have the cifar stem")
 
 
-def resnet20(in_channels: int = 3, image_size: int | None = None, stem: str = "cifar") -> CifarResNet:
+def resnet20(
+    in_channels: int = 3, image_size: int | None = None, stem: str = "cifar", zero_init_residual: bool = False
+) -> CifarResNet:
     _check_stem(stem)
-    return CifarResNet(20, in_channels)
+    return CifarResNet(20, in_channels, zero_init_residual)
 
 
-def resnet32(in_channels: int = 3, image_size: int | None = None, stem: str = "cifar") -> CifarResNet:
+def resnet32(
+    in_channels: int = 3, image_size: int | None = None, stem: str = "cifar", zero_init_residual: bool = False
+) -> CifarResNet:
     _check_stem(stem)
-    return CifarResNet(32, in_channels)
+    return CifarResNet(32, in_channels, zero_init_residual)

@@ -1,0 +1,133 @@
+"""The paper presets and recipes say what the official code does: each test reads the composed
+config (as `cl-run` would build it) or what the runner builds from it."""
+
+import pytest
+import torch
+
+from cl_runner.config import train_settings, validate
+from cl_runner.data.loader import random_brightness
+from cl_runner.data.schedule import make_schedule
+from cl_runner.errors import ConfigError
+from cl_runner.runner import lr_factor
+from cl_runner.train import build_runner
+
+from .conftest import TINY, make_cfg, options
+
+DER_CIFAR = ["method=der", "dataset=cifar100", "device=cpu"]
+PODNET_HEAD = [87, 0, 52, 58, 44, 91, 68, 97, 51, 15]
+
+
+def test_der_cifar_lr_drops_at_110_and_130_after_10_warmup_epochs():
+    """The official GradualWarmupScheduler restarts the epoch count after warm-up, so milestones
+    100 and 120 drop the learning rate at epochs 110 and 130."""
+    settings = train_settings(make_cfg(*DER_CIFAR))
+    lr = {e: settings.lr * lr_factor(settings, e) for e in (0, 9, 10, 109, 110, 129, 130, 169)}
+    assert lr[0] == pytest.approx(0.01) and lr[9] == pytest.approx(0.1)  # linear warm-up
+    assert lr[10] == pytest.approx(0.1) and lr[109] == pytest.approx(0.1)
+    assert lr[110] == pytest.approx(0.01) and lr[129] == pytest.approx(0.01)
+    assert lr[130] == pytest.approx(0.001) and lr[169] == pytest.approx(0.001)
+    assert settings.epochs == 170 and settings.batch_size == 128 and not settings.precise_bn
+
+
+def test_der_cifar_uses_podnets_class_order():
+    cfg = make_cfg(*DER_CIFAR, "steps=10")
+    order, tasks = make_schedule(100, 10, None, cfg.class_order_seed, cfg.class_order)
+    assert list(tasks[0].classes) == PODNET_HEAD and sorted(order) == list(range(100))
+
+
+def test_der_cifar_network_classifier_and_stages():
+    cfg = make_cfg(*DER_CIFAR)
+    m = cfg.method
+    assert (m.reuse_classifier, m.classifier_bias, m.reset_classifiers_epoch) == (False, False, 10)
+    assert (m.balanced_epochs, m.balanced_lr, list(m.balanced_milestones), m.balanced_temperature) == (
+        30, 0.1, [15], 5.0,
+    )  # fmt: skip
+    assert cfg.dataset.augment.brightness == pytest.approx(63 / 255)
+    assert (cfg.memory.size, cfg.memory.selection) == (2000, "welling")  # the official select_examplars
+    assert list(cfg.dataset.mean) == [0.5071, 0.4867, 0.4408]  # the official normalisation
+    assert list(cfg.dataset.std) == [0.2675, 0.2565, 0.2761]
+    assert cfg.backbone.zero_init_residual and cfg.backbone.stem == "cifar"
+
+
+def test_zero_init_residual_zeroes_every_branchs_last_batchnorm():
+    from cl_runner.models.resnet18 import resnet18
+
+    net = resnet18(zero_init_residual=True)
+    blocks = list(net.layers)
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for b in blocks)
+    assert all(torch.count_nonzero(b.bn1.weight) == b.bn1.weight.numel() for b in blocks)
+    assert torch.count_nonzero(resnet18().layers[0].bn2.weight) == 64
+
+
+def test_brightness_jitter_is_colorjitters_factor_per_image():
+    images = torch.full((400, 3, 2, 2), 0.5)
+    out = random_brightness(images, 63 / 255, torch.Generator().manual_seed(0))
+    factors = out[:, 0, 0, 0] / 0.5
+    assert factors.min() >= 1 - 63 / 255 - 1e-6 and factors.max() <= 1 + 63 / 255 + 1e-6
+    assert factors.std() > 0.1  # drawn per image, uniform over the range (std 0.1426)
+    assert torch.equal(out[:, :, 0, 0], out[:, :, 1, 1])  # one factor for the whole image
+    assert random_brightness(torch.ones(2, 1, 1, 1), 0.5, torch.Generator()).max() == 1.0  # clipped
+
+
+def test_b50_presets_keep_20_exemplars_per_class():
+    for name in ("der_cifar100_b50_2", "der_cifar100_b50_5", "der_cifar100_b50_10"):
+        cfg = make_cfg(f"experiment={name}")
+        assert (cfg.memory.size, cfg.memory.per_class, cfg.init_classes) == (0, 20, 50)
+
+
+def test_imagenet100_preset_is_the_official_recipe():
+    cfg = make_cfg("experiment=der_imagenet100_b0_10", "device=cpu")
+    settings = train_settings(cfg)
+    assert (settings.epochs, settings.warmup_epochs, settings.milestones, settings.batch_size) == (
+        220, 20, [60, 120, 160, 180], 256,
+    )  # fmt: skip
+    assert cfg.method.balanced_temperature == 1.0 and cfg.method.reset_classifiers_epoch == 20
+    assert cfg.backbone._target_.endswith("preact_resnet18") and cfg.method.prune is False
+    assert list(cfg.class_order[:5]) == [68, 56, 78, 8, 23]
+    assert cfg.paper.metric == "top5"
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_paper_preset_turns_batchnorm_recalibration_off_and_its_numbers_add_up(name):
+    for prune in (["method.prune=true"], ["method.prune=false"]) if name.startswith("der") else ([],):
+        cfg = make_cfg(f"experiment={name}", "device=cpu", *prune)
+        validate(cfg)
+        assert cfg.train.precise_bn is False
+        paper = cfg.get("paper")
+        if paper:  # the curve's mean and last entry are the table's numbers
+            curve = list(paper.per_step)
+            assert sum(curve) / len(curve) == pytest.approx(paper.avg_incremental_acc, abs=0.006)
+            assert curve[-1] == paper.last_acc
+            steps = cfg.steps + (cfg.init_classes is not None)
+            assert len(curve) == steps
+
+
+def test_default_run_keeps_batchnorm_recalibration():
+    assert make_cfg().train.precise_bn is True
+
+
+def test_explicit_class_order_must_be_a_permutation():
+    with pytest.raises(ConfigError, match="class_order must list each of the 10 classes 0..9 once"):
+        validate(make_cfg(*TINY, "class_order=[0,1,2,3,4,5,6,7,8,8]"))
+    with pytest.raises(ConfigError, match="class_order must list each of the 10 classes"):
+        validate(make_cfg(*TINY, "class_order=[0,1]"))
+    cfg = make_cfg(*TINY, "class_order=[9,8,7,6,5,4,3,2,1,0]")
+    validate(cfg)
+    assert list(make_schedule(10, 5, None, 1993, cfg.class_order)[1][0].classes) == [9, 8]
+
+
+def _head0_after_second_task(tmp_path, *overrides):
+    runner = build_runner(make_cfg(*TINY, "steps=2", *overrides), tmp_path)
+    runner.learn(runner.tasks[0])
+    before = [p.detach().clone() for p in runner.model.heads[0].parameters()]
+    runner.learn(runner.tasks[1])
+    return all(torch.equal(a, b) for a, b in zip(before, runner.model.heads[0].parameters(), strict=True))
+
+
+def test_finetune_without_exemplars_trains_the_new_heads_logits_only(tmp_path):
+    """FACIL, PyCIL and the LwF paper: the old head gets no gradient without exemplars (weight
+    decay off here: it still shrinks old heads, as it shrinks PyCIL's single classifier)."""
+    no_decay = "train.weight_decay=0"
+    assert _head0_after_second_task(tmp_path / "a", "method=finetune", no_decay)
+    assert not _head0_after_second_task(tmp_path / "b", "method=finetune", no_decay, "method.all_logits=true")
+    assert not _head0_after_second_task(tmp_path / "c", "method=finetune", no_decay, "memory.size=20")
