@@ -44,7 +44,7 @@ def rng_state(generator: torch.Generator) -> dict:
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # a CPU run on a GPU machine does not wake CUDA up
         state["cuda"] = [rng.pack(s) for s in torch.cuda.get_rng_state_all()]
     return state
 

@@ -105,6 +105,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         channels_last=_bool(cfg, "train.channels_last"),
         compile=_bool(cfg, "train.compile"),
         precise_bn=_bool(cfg, "train.precise_bn"),
+        deterministic=_bool(cfg, "train.deterministic"),
     )
 
 
@@ -129,6 +130,7 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
         _number(cfg, "dataset.augment.brightness", 0)
     _int(cfg, "seed", 0)
     _int(cfg, "checkpoint.every_epochs", 0)
+    _number(cfg, "checkpoint.every_minutes", 0)
     if _get(cfg, "resume") != "auto":
         _bool(cfg, "resume")
     _int(cfg, "memory.size", 0)

@@ -101,7 +101,7 @@ class Ranks:
         if not self.active:
             yield model
             return
-        swapped = use_global_batchnorm(model)
+        swapped = use_global_batchnorm(model, device)
         # BatchNorm statistics are global, hence already equal: no buffer broadcast per forward
         # (the keyword's name changed in newer torch).
         no_buffer_sync = (
@@ -128,6 +128,7 @@ class Ranks:
         finally:
             for module, kind in swapped:
                 module.__class__ = kind
+                module.__dict__.pop("process_group", None)
             set_global_rng(leader_rng, device)
 
 
@@ -212,21 +213,26 @@ class GlobalBatchNorm(_BatchNorm):
         return y.to(x.dtype)
 
 
-def use_global_batchnorm(model: nn.Module) -> list[tuple[nn.Module, type]]:
+def use_global_batchnorm(model: nn.Module, device: torch.device) -> list[tuple[nn.Module, type]]:
     """Turn every BatchNorm with running statistics into a global one, in place: the same
     object, parameters and buffers (masks and pruning plans keep referring to it), new class.
-    Returns what to turn back."""
+    On CUDA that is torch's SyncBatchNorm, whose fused kernels keep a fraction of the
+    activations the hand-written one does for the backward pass; GlobalBatchNorm serves gloo
+    (SyncBatchNorm does not run on the CPU). Returns what to turn back."""
+    base = nn.SyncBatchNorm if device.type == "cuda" else GlobalBatchNorm
     swapped, kinds = [], {}
     for module in model.modules():
         kind = type(module)
         if (
             isinstance(module, _BatchNorm)
-            and not isinstance(module, GlobalBatchNorm)
+            and not isinstance(module, (GlobalBatchNorm, nn.SyncBatchNorm))
             and module.track_running_stats
         ):
             if kind not in kinds:
-                kinds[kind] = type(f"Global{kind.__name__}", (GlobalBatchNorm, kind), {})
+                kinds[kind] = type(f"{base.__name__}{kind.__name__}", (base, kind), {})
             module.__class__ = kinds[kind]
+            if base is nn.SyncBatchNorm:
+                module.process_group = None  # the whole world
             swapped.append((module, kind))
     return swapped
 

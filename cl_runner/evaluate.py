@@ -13,17 +13,27 @@ from cl_runner.data.schedule import Task
 
 @torch.inference_mode()
 def forward_all(
-    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int
+    model: nn.Module,
+    images: torch.Tensor,
+    normalize: Callable,
+    batch_size: int,
+    keys: tuple[str, ...] = ("logits",),
 ) -> dict[str, torch.Tensor]:
-    """The model's outputs (eval mode, no distortion) over many images, in large batches."""
+    """The model's outputs `keys` (eval mode, no distortion) over many images, in large batches.
+    Only the outputs asked for are kept: DER's features and auxiliary logits over a whole
+    ImageNet task would otherwise stay on the device until the end."""
     was_training = model.training
     model.eval()
     # File-based images arrive on the CPU; in-memory ones are already where the model is.
     param = next(model.parameters(), None)
     device = param.device if param is not None else images.device
-    parts = [model(normalize(batch.to(device, non_blocking=True))) for batch in batches(images, batch_size)]
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    for batch in batches(images, batch_size, pin=device.type == "cuda"):
+        out = model(normalize(batch.to(device, non_blocking=True)))
+        for key in keys:
+            parts[key].append(at_least_float32(out[key]))
     model.train(was_training)
-    return {key: at_least_float32(torch.cat([p[key] for p in parts])) for key in parts[0]}
+    return {key: torch.cat(values) for key, values in parts.items()}
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:

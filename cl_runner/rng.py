@@ -23,7 +23,7 @@ def unpack(data: bytes | torch.Tensor) -> torch.Tensor:
 def restore_cuda(states: list) -> None:
     """One saved state per device visible when it was saved: restore those that exist now (a
     run may resume with fewer or more visible GPUs, or on the CPU)."""
-    if not torch.cuda.is_available():
+    if not states or not torch.cuda.is_available():
         return
     for index, state in enumerate(states[: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(unpack(state), index)

@@ -5,6 +5,7 @@ import math
 import resource
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.evaluate import evaluate, forward_all
 from cl_runner.methods.base import Method, TaskData
+from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
 
 
@@ -43,6 +45,7 @@ class TrainSettings:
     channels_last: bool = False
     compile: bool = False
     precise_bn: bool = True
+    deterministic: bool = False
 
 
 def lr_factor(s: TrainSettings, epoch: int) -> float:
@@ -64,6 +67,13 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+STOP_POLL = 16  # batches between two checks of the stop flag when several processes run
+
+
+def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
+    return (batch + 1) % every == 0 or batch == count - 1
 
 
 class Interrupted(Exception):
@@ -91,12 +101,17 @@ class Runner:
         out_dir: Path,
         every_epochs: int = 1,
         ranks: Ranks = SINGLE,
+        every_minutes: float = 0,
     ):
         self.model, self.method, self.memory, self.data = model, method, memory, data
         self.tasks, self.settings, self.augment, self.device = tasks, settings, augment, device
         self.results, self.logger = results, logger
         self.out_dir, self.every_epochs, self.ranks = Path(out_dir), every_epochs, ranks
+        self.every_seconds = 60 * every_minutes
+        self.last_saved = time.monotonic()
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.amp_dtype = autocast_dtype(device) if settings.amp else None
+        self.scaler: torch.amp.GradScaler | None = None
         self.position = Position()
         self.optimizer: torch.optim.Optimizer | None = None
         self.pending: dict | None = None  # optimizer state and epoch order of a mid-stage resume
@@ -184,9 +199,8 @@ class Runner:
             self.memory.load_state_dict(state["memory"], self.device)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return forward_all(self.model, images, self.augment.normalize, self.settings.eval_batch_size)[
-            "features"
-        ]
+        size = self.settings.eval_batch_size
+        return forward_all(self.model, images, self.augment.normalize, size, keys=("features",))["features"]
 
     # -- training ------------------------------------------------------------------------------
     def stages(self, task: Task) -> list[tuple[str, int]]:
@@ -201,25 +215,44 @@ class Runner:
         stages = self.stages(task)
         self.logger.task_start(task, sum(epochs for _, epochs in stages), len(data))
         names = [name for name, _ in stages]
-        with (
-            self.ranks.replicate(self.model, self.device) as replica,
-            compiled(replica, s.compile, task.index) as model,
-        ):
-            for name, epochs in stages[names.index(self.position.stage) :]:
-                if name == "warmup":
-                    self.model.eval()
-                    params = list(self.model.heads[-1].parameters())
-                else:
-                    self.model.train()
-                    params = [p for p in self.model.parameters() if p.requires_grad]
+        for name, epochs in stages[names.index(self.position.stage) :]:
+            with (
+                self.stage_parameters(name) as params,
+                self.ranks.replicate(self.model, self.device) as replica,
+                compiled(replica, s.compile, task.index) as model,
+            ):
                 self.run_epochs(task, data, model, params, name, epochs)
+
+    @contextmanager
+    def stage_parameters(self, stage: str):
+        """The stage's trainable parameters, in the stage's mode. LwF's head-only warm-up runs
+        the network in eval mode and freezes all but the new head (requires_grad off), so no
+        gradient flows back through the extractor, nor is all-reduced for it."""
+        if stage != "warmup":
+            self.model.train()
+            yield [p for p in self.model.parameters() if p.requires_grad]
+            return
+        self.model.eval()
+        head = list(self.model.heads[-1].parameters())
+        frozen = [p for p in self.model.parameters() if p.requires_grad and not any(p is h for h in head)]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield head
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
 
     def run_epochs(self, task: Task, data: TaskData, model, params: list, stage: str, epochs: int) -> None:
         s = self.settings
         self.optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
         order = None
         if self.position.stage == stage and self.pending is not None:
             self.optimizer.load_state_dict(self.pending["optimizer"])
+            if self.pending.get("scaler"):
+                self.scaler.load_state_dict(self.pending["scaler"])
             order = self.pending["order"]
             self.pending = None
         first_epoch = self.position.epoch if self.position.stage == stage else 0
@@ -239,20 +272,21 @@ class Runner:
             order = None
             for batch in batches:
                 b = batch.index
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.amp):
+                with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, parts = self.method.training_loss(batch, model)
                 bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
                 first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
                 self.optimizer.zero_grad(set_to_none=True)
                 # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
-                (loss * self.ranks.weight(batch.size)).backward()
-                self.optimizer.step()
+                self.scaler.scale(loss * self.ranks.weight(batch.size)).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 group = self.optimizer.param_groups[0]
                 self.method.after_step(self.model, group["lr"], group["momentum"])
                 for name, value in {"loss": loss.detach(), **parts}.items():
                     sums[name] = sums.get(name, 0) + value.float()
                 self.logger.batch_end()
-                if self.ranks.any(self.signal is not None, self.device):  # all ranks stop at one batch
+                if self.stop_requested(b, batch.count):  # all ranks stop at one batch
                     self.position = Position(task.index, stage, epoch, b + 1, fresh=False)
                     self.save_checkpoint(order=data.loader.order)
                     raise Interrupted(self.signal or signal.SIGTERM, self.out_dir)
@@ -268,10 +302,20 @@ class Runner:
             stats["lr"] = self.optimizer.param_groups[0]["lr"]
             self.logger.epoch_end(task, epoch, stats)
             self.position = Position(task.index, stage, epoch + 1, fresh=False)
-            if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+            if self.checkpoint_due(epoch):
                 self.save_checkpoint()
 
     # -- checkpoints and signals ---------------------------------------------------------------
+    def stop_requested(self, batch: int, count: int) -> bool:
+        """Whether a stop signal arrived. With several processes the flag is all-reduced (a
+        host sync) only every STOP_POLL batches and at the epoch's last batch, the same
+        batches on every rank; a single process reads its own flag."""
+        if not self.ranks.active:
+            return self.signal is not None
+        if not polls(batch, count):
+            return False
+        return self.ranks.any(self.signal is not None, self.device)
+
     def catch_signals(self) -> dict:
         """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): finish the batch, checkpoint, stop."""
 
@@ -286,7 +330,18 @@ class Runner:
                 pass
         return handlers
 
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Within a task: every `every_epochs` epochs, and at the first epoch end `every_minutes`
+        after the last checkpoint (a big model's per-epoch checkpoints would cost more than the
+        epochs). Every rank decides alike: rank 0's clock is the one that counts."""
+        by_epoch = bool(self.every_epochs) and (epoch + 1) % self.every_epochs == 0
+        by_time = bool(self.every_seconds) and time.monotonic() - self.last_saved >= self.every_seconds
+        if self.ranks.active:
+            by_time = self.ranks.any(by_time if self.ranks.leader else False, self.device)
+        return by_epoch or by_time
+
     def save_checkpoint(self, order: torch.Tensor | None = None) -> None:
+        self.last_saved = time.monotonic()
         if not self.ranks.leader:
             return
         mid_stage = self.optimizer is not None and not self.position.fresh
@@ -298,6 +353,7 @@ class Runner:
                 "task_sizes": list(self.model.task_sizes),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict() if mid_stage else None,
+                "scaler": self.scaler.state_dict() if mid_stage and self.scaler.is_enabled() else None,
                 "order": order,
                 "method": self.method.state_dict(),
                 "memory": self.memory.state_dict(),
@@ -317,4 +373,8 @@ class Runner:
         set_rng_state(state["rng"], self.generator)
         self.position = Position(**state["position"])
         if state["optimizer"] is not None:
-            self.pending = {"optimizer": state["optimizer"], "order": state["order"]}
+            self.pending = {
+                "optimizer": state["optimizer"],
+                "order": state["order"],
+                "scaler": state.get("scaler"),
+            }

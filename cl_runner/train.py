@@ -32,6 +32,7 @@ from cl_runner.loggers.files import FileLogger
 from cl_runner.loggers.plots import PlotLogger
 from cl_runner.methods.sd import SelfDistillation
 from cl_runner.paths import config_dir
+from cl_runner.precision import configure_backends, select_device
 from cl_runner.preflight import RANK_FOLDER_PREFIX, check_overrides, resume_arguments, torchrun_arguments
 from cl_runner.results import Results
 from cl_runner.runner import Interrupted, Runner
@@ -74,6 +75,8 @@ def build_runner(
     processes (torchrun) this joins them; the run folder is rank 0's."""
     settings, device = validate(cfg)
     device = distributed.start(ranks, device)
+    select_device(device)
+    configure_backends(device, settings.deterministic)
     out_dir = Path(ranks.from_leader(lambda: str(out_dir), device))
     if ranks.leader:
         check_writable(out_dir)
@@ -113,7 +116,8 @@ def build_runner(
     log.info("class order: %s", order)
     runner = Runner(
         model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger,
-        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs, ranks=ranks,
+        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs,
+        every_minutes=cfg.checkpoint.every_minutes, ranks=ranks,
     )  # fmt: skip
     if saved is not None:
         runner.restore(saved)

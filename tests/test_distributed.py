@@ -123,7 +123,7 @@ def _batchnorm_rank(rank: int, out: Path) -> None:
     bn = nn.BatchNorm2d(4, momentum=0.3)
     x = torch.randn(7, 4, 3, 3, dtype=torch.float64).mul(3).add(2).float()
     target = torch.randn(7, 4, 3, 3)
-    use_global_batchnorm(bn)
+    use_global_batchnorm(bn, torch.device("cpu"))
     ranks = Ranks(rank, WORLD)
     rows = ranks.rows(7)
     part = x[rows].requires_grad_(True)

@@ -140,20 +140,31 @@ def test_warmup_trains_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp_pat
     extractor = lambda: [t.clone() for t in runner.model.backbone.state_dict().values()]  # noqa: E731
     calls, original = [], runner.run_epochs
 
+    backbone = list(runner.model.backbone.parameters())
+    old_head = list(runner.model.heads[0].parameters())
+
     def spy(task, data, model, params, stage, epochs):
         before = extractor()
+        for p in backbone + old_head:
+            p.grad = None
+        trainable = [p.requires_grad for p in backbone + old_head]
         original(task, data, model, params, stage, epochs)
         unchanged = all(torch.equal(a, b) for a, b in zip(before, extractor(), strict=True))
-        calls.append((epochs, {id(p) for p in params}, runner.model.training, stage, unchanged))
+        # no gradient reached the frozen parameters: nothing flowed back through the extractor
+        untouched = all(p.grad is None for p in backbone + old_head)
+        calls.append((epochs, {id(p) for p in params}, runner.model.training, stage, unchanged,
+                      any(trainable), untouched))  # fmt: skip
 
     runner.run_epochs = spy
     runner.learn(runner.tasks[1])
     head_ids = {id(p) for p in runner.model.heads[-1].parameters()}
-    # Stage 1: 2 epochs, new head only, extractor in eval mode, weights and BN statistics untouched.
-    assert calls[0] == (2, head_ids, False, "warmup", True)
+    # Stage 1: 2 epochs, new head only, extractor in eval mode and frozen (requires_grad off, no
+    # gradient computed for it), weights and BN statistics untouched.
+    assert calls[0] == (2, head_ids, False, "warmup", True, False, True)
     # Stage 2: the configured epochs, every parameter, train mode, extractor moves.
-    epochs, params, training, _, unchanged = calls[1]
-    assert epochs == 1 and training and params > head_ids and not unchanged
+    epochs, params, training, _, unchanged, trainable, untouched = calls[1]
+    assert epochs == 1 and training and params > head_ids and not unchanged and trainable and not untouched
+    assert all(p.requires_grad for p in backbone)  # unfrozen after the warm-up
 
 
 def test_lwf_runs_with_exemplars(tiny_cfg, tmp_path):

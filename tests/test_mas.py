@@ -1,10 +1,11 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cl_runner.data.loader import DeviceLoader
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
-from cl_runner.methods.base import TaskData
+from cl_runner.methods.base import Batch, TaskData
 from cl_runner.methods.mas import MAS
 from cl_runner.models import IncrementalNet
 from cl_runner.models.resnet_cifar import resnet20
@@ -221,3 +222,51 @@ def test_gradient_update_backpropagates_the_penalty_and_proximal_does_not():
 def test_bad_parameters():
     with pytest.raises(ConfigError, match="method.importance='exact'"):
         MAS(importance="exact")
+
+
+class CountOps(TorchDispatchMode):
+    """Every tensor operation dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _resnet_with_importance() -> tuple[IncrementalNet, MAS]:
+    torch.manual_seed(0)
+    net = IncrementalNet(resnet20(1))
+    net.add_head(3)
+    mas = MAS(lamb=1.0)
+    mas.omega = {n: torch.rand_like(p) for n, p in net.named_parameters()}
+    mas.anchor = {n: p.detach() + 0.1 for n, p in net.named_parameters()}
+    return net, mas
+
+
+def test_proximal_step_is_three_multi_tensor_kernels_whatever_the_number_of_tensors():
+    net, mas = _resnet_with_importance()
+    assert len(mas.omega) > 50  # 65 parameter tensors: ~200 kernels one at a time
+    reference = {n: (mas.anchor[n] + (p - mas.anchor[n]) / (1 + 2 * 1.0 * mas.omega[n])).detach()
+                 for n, p in net.named_parameters()}  # fmt: skip
+    mas.after_step(net, lr=0.1, momentum=0.9)  # eta = 1; builds the per-epoch terms
+    for n, p in net.named_parameters():
+        assert torch.allclose(p, reference[n], atol=1e-6), n
+    with CountOps() as counted:
+        mas.after_step(net, lr=0.1, momentum=0.9)
+    assert len(counted.ops) == 3 and all("_foreach_" in op for op in counted.ops), counted.ops
+
+
+def test_penalty_is_reported_once_an_epoch_and_equals_the_plain_sum():
+    net, mas = _resnet_with_importance()
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    batch = Batch(images, torch.zeros(4, dtype=torch.long), TASK0, identity_augment(1), torch.Generator())
+    batch.index, batch.count = 0, 5
+    _, parts = mas.training_loss(batch, net)
+    assert "mas" not in parts  # not at every batch
+    batch.index = 4
+    _, parts = mas.training_loss(batch, net)
+    # weighted by the batch count, so the epoch's average of the parts reads as the penalty
+    assert parts["mas"].item() / 5 == pytest.approx(mas.penalty(net).item(), rel=1e-5)

@@ -19,7 +19,7 @@ from .conftest import TINY, make_cfg
 # Long enough to be caught mid-task: 3 tasks, 100 training images per class, 5 epochs per task.
 SETTING = [
     *TINY, "dataset.num_classes=6", "steps=3", "train.epochs=5", "dataset.source.train_per_class=100",
-    "train.batch_size=50",
+    "train.batch_size=50", "checkpoint.every_epochs=1",
 ]  # fmt: skip
 METHODS = {
     "finetune": ["method=finetune"],

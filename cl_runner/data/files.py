@@ -78,14 +78,15 @@ class _Decode(Dataset):
 
 
 def _loader(
-    images: FileImages, batches: list[list[int]], train: bool, seed: int, views: int = 1
+    images: FileImages, batches: list[list[int]], train: bool, seed: int, views: int = 1, pin: bool = False
 ) -> DataLoader:
-    """Workers decode `batches` (lists of positions in `images`) in order."""
+    """Workers decode `batches` (lists of positions in `images`) in order; `pin` when the
+    batches go to a GPU (pinning would wake CUDA up on a CPU run)."""
     return DataLoader(
         _Decode(images.paths, images.transform(train), views),
         batch_sampler=batches,
         num_workers=images.workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),  # seeds the workers' random crops
     )
@@ -98,14 +99,15 @@ def _iterate(loader: DataLoader) -> Iterator[torch.Tensor]:
         raise ConfigError(str(error).strip().splitlines()[-1].split("ConfigError: ", 1)[-1]) from None
 
 
-def batches(images, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 batches in order: slices of a tensor, or decoded files (resize + centre crop)."""
+def batches(images, batch_size: int, pin: bool = False) -> Iterator[torch.Tensor]:
+    """uint8 batches in order: slices of a tensor, or decoded files (resize + centre crop),
+    in pinned memory when `pin` (they go to a GPU)."""
     if not isinstance(images, FileImages):
         for i in range(0, len(images), batch_size):
             yield images[i : i + batch_size]
         return
     chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
-    yield from _iterate(_loader(images, chunks, train=False, seed=0))
+    yield from _iterate(_loader(images, chunks, train=False, seed=0, pin=pin))
 
 
 class FileLoader(DeviceLoader):
@@ -123,9 +125,11 @@ class FileLoader(DeviceLoader):
         order = self.start_epoch(order)
         seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
         todo = list(spans(len(self.labels), self.batch_size, start_batch, ranks))
-        order = order.cpu()  # one copy to the host; workers are given plain lists
-        picks = [order[span.start : span.start + span.total][span.rows] for span in todo]
+        host = order.cpu()  # one copy to the host per epoch; workers are given plain lists
+        picks = [host[span.start : span.start + span.total][span.rows].tolist() for span in todo]
         # Ranks decode different images: give their workers different crops.
-        loader = _loader(self.images, [p.tolist() for p in picks], True, seed + ranks.rank, self.views)
-        for span, idx, images in zip(todo, picks, _iterate(loader), strict=True):
-            yield span, images.to(dev, non_blocking=True), self.labels[idx.to(dev)]
+        loader = _loader(self.images, picks, True, seed + ranks.rank, self.views, pin=dev.type == "cuda")
+        for span, images in zip(todo, _iterate(loader), strict=True):
+            # Labels are picked on the device from the device order: no host copy per batch.
+            labels = self.labels[order[span.start : span.start + span.total][span.rows]]
+            yield span, images.to(dev, non_blocking=True), labels

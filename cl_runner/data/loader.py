@@ -77,12 +77,19 @@ class Augment:
         self.flip = flip
         self.brightness = brightness
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.constants: dict = {}  # (device, dtype) -> mean, std: copied there once, not per batch
+
+    def mean_std(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (device, dtype)
+        if key not in self.constants:
+            self.constants[key] = (self.mean.to(device, dtype), self.std.to(device, dtype))
+        return self.constants[key]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (or floats already in [0, 1]) -> (x - mean) / std."""
         # The default float type: float32, unless a caller (an exactness test) asks for float64.
         dtype = torch.get_default_dtype()
-        mean, std = self.mean.to(images.device, dtype), self.std.to(images.device, dtype)
+        mean, std = self.mean_std(images.device, dtype)
         unit = images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
         x = (unit - mean) / std
         return x.contiguous(memory_format=self.memory_format)

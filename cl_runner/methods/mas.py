@@ -99,15 +99,28 @@ class MAS(Method):
         self.output, self.all_logits = output, all_logits
         self.omega: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self.cache: tuple | None = None  # proximal_terms for one model and step size
+
+    def matched(self, model: nn.Module) -> tuple[list, list[str]]:
+        """The parameters that have an importance, and their names, in one order."""
+        pairs = [(p, name) for name, p in model.named_parameters() if name in self.omega]
+        return [p for p, _ in pairs], [name for _, name in pairs]
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """sum_ij Omega_ij (theta_ij - theta*_ij)^2 over the parameters that have an importance."""
+        params, names = self.matched(model)
         terms = [
-            (self.omega[name] * (p - self.anchor[name]).pow(2)).sum()
-            for name, p in model.named_parameters()
-            if name in self.omega
+            (self.omega[n] * (p - self.anchor[n]).pow(2)).sum() for p, n in zip(params, names, strict=True)
         ]
         return torch.stack(terms).sum()
+
+    @torch.no_grad()
+    def reported_penalty(self, model: nn.Module) -> torch.Tensor:
+        """The same value in a few multi-tensor kernels: sum of ||sqrt(Omega) (theta - theta*)||^2."""
+        params, names = self.matched(model)
+        diffs = torch._foreach_sub(params, [self.anchor[n] for n in names])
+        torch._foreach_mul_(diffs, [self.omega[n].sqrt() for n in names])
+        return torch.stack(torch._foreach_norm(diffs)).square().sum()
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         ce, parts = super().training_loss(batch, model)
@@ -116,21 +129,33 @@ class MAS(Method):
         if self.update == "gradient":
             reg = self.penalty(model)
             return ce + self.lamb * reg, {**parts, "mas": reg.detach()}
-        with torch.no_grad():  # reported only: after_step applies the penalty exactly
-            reg = self.penalty(model)
-        return ce + self.lamb * reg, {**parts, "mas": reg}
+        # after_step applies the penalty; it is reported once an epoch, at its last batch,
+        # weighted so that the epoch's average of the parts reads as that value
+        if batch.index == batch.count - 1:
+            parts["mas"] = self.reported_penalty(model) * batch.count
+        return ce, parts
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
         """Proximal step: argmin_t lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 eta), per parameter,
-        with eta = lr / (1 - momentum), the step momentum SGD takes in its steady state."""
+        with eta = lr / (1 - momentum), the step momentum SGD takes in its steady state. Three
+        multi-tensor kernels a step, whatever the number of parameter tensors."""
         if self.update != "proximal" or not self.omega:
             return
-        eta = lr / (1 - momentum)
-        for name, p in model.named_parameters():
-            if name in self.omega:
-                anchor = self.anchor[name]
-                p.sub_(anchor).div_(1 + 2 * eta * self.lamb * self.omega[name]).add_(anchor)
+        params, anchors, shrink = self.proximal_terms(model, lr / (1 - momentum))
+        torch._foreach_sub_(params, anchors)
+        torch._foreach_mul_(params, shrink)  # (theta - theta*) / (1 + 2 eta lambda Omega)
+        torch._foreach_add_(params, anchors)
+
+    def proximal_terms(self, model: nn.Module, eta: float) -> tuple[list, list, list]:
+        """Parameters, anchors and shrink factors, built once per model and step size (the
+        learning rate changes once an epoch at most)."""
+        key = (id(model), eta)
+        if self.cache is None or self.cache[0] != key:
+            params, names = self.matched(model)
+            shrink = [1 / (1 + 2 * eta * self.lamb * self.omega[n]) for n in names]
+            self.cache = (key, params, [self.anchor[n] for n in names], shrink)
+        return self.cache[1:]
 
     def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
         # The clean (undistorted) inputs, in eval mode: importance describes the trained network.
@@ -156,9 +181,11 @@ class MAS(Method):
             else:
                 self.omega[name] = self.alpha * old + (1 - self.alpha) * value
         self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.cache = None
 
     def state_dict(self) -> dict:
         return {"omega": self.omega, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict) -> None:
         self.omega, self.anchor = state["omega"], state["anchor"]
+        self.cache = None
