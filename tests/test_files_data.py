@@ -106,14 +106,37 @@ def test_file_loader_ranks_decode_only_their_rows_of_each_batch(tmp_path):
     single = [
         y.tolist() for _, y in FileLoader(images, labels, 5, True, torch.Generator().manual_seed(0)).epoch()
     ]
+    pixels = [x for x, _ in FileLoader(images, labels, 5, True, torch.Generator().manual_seed(0)).epoch()]
     ranks = []
     for r in range(2):
         loader = FileLoader(images, labels, 5, True, torch.Generator().manual_seed(0))
-        ranks.append([(x.shape[0], y.tolist()) for _, x, y in loader.shards(None, 0, Ranks(r, 2))])
+        ranks.append([(x, y.tolist()) for _, x, y in loader.shards(None, 0, Ranks(r, 2))])
     for b, expected in enumerate(single):  # 24 images: batches of 5, 5, 5, 5, 4
-        (n0, rows0), (n1, rows1) = ranks[0][b], ranks[1][b]
-        assert rows0 + rows1 == expected and n0 == len(rows0) and n1 == len(rows1)
+        (x0, rows0), (x1, rows1) = ranks[0][b], ranks[1][b]
+        assert rows0 + rows1 == expected and len(x0) == len(rows0) and len(x1) == len(rows1)
         assert abs(len(rows0) - len(rows1)) <= 1
+        # the same random crops as one process: they follow the image's place in the epoch
+        assert torch.equal(torch.cat([x0, x1]), pixels[b])
+
+
+def test_file_loader_keeps_its_workers_across_epochs(tmp_path):
+    write_imagenet(tmp_path, texture=True)
+    images = imagenet(str(tmp_path), 32, workers=2).train.images
+    loader = FileLoader(images, torch.arange(len(images)), 8, True, torch.Generator().manual_seed(0))
+    first = [x for x, _ in loader.epoch()]
+    workers = loader.loader
+    second = [x for x, _ in loader.epoch()]
+    assert loader.loader is workers and workers.persistent_workers  # one DataLoader, workers kept
+    assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # new crops each epoch
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    in_process = FileLoader(images.__class__(images.paths, 32, 0), torch.arange(len(images)), 8, True,
+                            torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(
+        torch.cat([x for x, _ in in_process.epoch()]), torch.cat(first)
+    )  # same crops without workers
+    assert torch.equal(torch.rand(3), expected)  # decoding in this process left its generator alone
 
 
 def test_imagenet_bad_input_is_one_clear_line(tmp_path):

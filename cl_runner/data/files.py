@@ -58,7 +58,9 @@ class FileImages:
 
 
 class _Decode(Dataset):
-    """One image per item; with `views` > 1, that many independent distortions of it, stacked."""
+    """One image per item; with `views` > 1, that many independent distortions of it, stacked.
+    An item `(i, seed)` draws its distortions from `seed`: crops then depend on the epoch's seed
+    and the image's place in it only, not on which worker, rank or resumed run decodes it."""
 
     def __init__(self, paths: list[str], transform: v2.Transform, views: int = 1):
         self.paths, self.transform, self.views = paths, transform, views
@@ -66,29 +68,51 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
+        i, seed = item if isinstance(item, tuple) else (item, None)
         try:
             with Image.open(self.paths[i]) as image:
                 image = image.convert("RGB")
-                if self.views == 1:
-                    return self.transform(image)
-                return torch.stack([self.transform(image) for _ in range(self.views)])
+                if seed is None:
+                    return self.decode(image)
+                with torch.random.fork_rng(devices=[]):  # leaves the caller's generator alone
+                    torch.manual_seed(seed)
+                    return self.decode(image)
         except (OSError, ValueError) as error:
             raise ConfigError(f"{self.paths[i]} is not a readable image ({error})") from None
 
+    def decode(self, image: Image.Image) -> torch.Tensor:
+        if self.views == 1:
+            return self.transform(image)
+        return torch.stack([self.transform(image) for _ in range(self.views)])
+
+
+class _Batches:
+    """A batch sampler whose batches are replaced each epoch, so that one DataLoader (and its
+    persistent workers) serves every epoch of a task."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
 
 def _loader(
-    images: FileImages, batches: list[list[int]], train: bool, seed: int, views: int = 1, pin: bool = False
+    images: FileImages, batches, train: bool, views: int = 1, pin: bool = False, persistent: bool = False
 ) -> DataLoader:
-    """Workers decode `batches` (lists of positions in `images`) in order; `pin` when the
-    batches go to a GPU (pinning would wake CUDA up on a CPU run)."""
+    """Workers decode `batches` (lists of positions in `images`, or of (position, seed)) in
+    order; `pin` when the batches go to a GPU (pinning would wake CUDA up on a CPU run)."""
     return DataLoader(
         _Decode(images.paths, images.transform(train), views),
         batch_sampler=batches,
         num_workers=images.workers,
         pin_memory=pin,
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(seed),  # seeds the workers' random crops
+        persistent_workers=persistent and images.workers > 0,
+        generator=torch.Generator(),  # its own base-seed draw; crops come from the item seeds
     )
 
 
@@ -107,7 +131,7 @@ def batches(images, batch_size: int, pin: bool = False) -> Iterator[torch.Tensor
             yield images[i : i + batch_size]
         return
     chunks = [list(range(i, min(i + batch_size, len(images)))) for i in range(0, len(images), batch_size)]
-    yield from _iterate(_loader(images, chunks, train=False, seed=0, pin=pin))
+    yield from _iterate(_loader(images, chunks, train=False, pin=pin))
 
 
 class FileLoader(DeviceLoader):
@@ -119,17 +143,36 @@ class FileLoader(DeviceLoader):
     def __init__(self, images, labels, batch_size, shuffle, generator=None, views: int = 1):
         super().__init__(images, labels, batch_size, shuffle, generator)
         self.views = views
+        self.sampler = _Batches()
+        self.loader: DataLoader | None = None  # made at the first epoch; its workers persist
 
     def shards(self, order: torch.Tensor | None, start_batch: int, ranks: Ranks):
         dev = self.labels.device
         order = self.start_epoch(order)
         seed = int(torch.randint(2**31, (1,), device=dev, generator=self.generator))
         todo = list(spans(len(self.labels), self.batch_size, start_batch, ranks))
-        host = order.cpu()  # one copy to the host per epoch; workers are given plain lists
-        picks = [host[span.start : span.start + span.total][span.rows].tolist() for span in todo]
-        # Ranks decode different images: give their workers different crops.
-        loader = _loader(self.images, picks, True, seed + ranks.rank, self.views, pin=dev.type == "cuda")
-        for span, images in zip(todo, _iterate(loader), strict=True):
+        self.sampler.batches = self.decode_list(order.cpu().tolist(), todo, seed)
+        if self.loader is None:
+            self.loader = _loader(
+                self.images, self.sampler, True, self.views, dev.type == "cuda", persistent=True
+            )
+        for span, images in zip(todo, _iterate(self.loader), strict=True):
             # Labels are picked on the device from the device order: no host copy per batch.
             labels = self.labels[order[span.start : span.start + span.total][span.rows]]
             yield span, images.to(dev, non_blocking=True), labels
+
+    @staticmethod
+    def decode_list(order: list[int], todo: list, seed: int) -> list[list[tuple[int, int]]]:
+        """This rank's batches as (image, distortion seed) pairs: one host copy of the order per
+        epoch, plain lists for the workers. The seed follows the image's place in the epoch, so
+        every rank decodes its rows exactly as a single process would."""
+        batches = []
+        for span in todo:
+            where = range(span.start, span.start + span.total)[span.rows]
+            batches.append([(order[p], item_seed(seed, p)) for p in where])
+        return batches
+
+
+def item_seed(epoch_seed: int, position: int) -> int:
+    """The distortion seed of the image at `position` of the epoch's order."""
+    return (epoch_seed * 1_000_003 + position) % 2**63
