@@ -49,3 +49,22 @@ def test_incremental_net_concatenates_heads_in_task_order():
         out = net(torch.randn(4, 1, 8, 8))
         assert out["logits"].shape == (4, 5)
         assert torch.allclose(out["logits"][:, :2], first(out["features"]))
+
+
+@pytest.mark.parametrize("stem, pooled", [("cifar", 32), ("imagenet", 8), ("podnet", 16)])
+def test_resnet18_stems(stem, pooled):
+    net = resnet18(stem=stem)
+    assert net.stem(torch.zeros(1, 3, 32, 32)).shape[-1] == pooled  # stride and max-pool
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_ders_preact_resnet18_and_its_refusal_of_masks():
+    from cl_runner.errors import ConfigError
+    from cl_runner.models.expandable import ExpandableNet, MaskSettings
+    from cl_runner.models.preact_resnet18 import preact_resnet18
+
+    net = preact_resnet18(stem="imagenet")
+    assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 512)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.stem.modules())  # no BN in its stem
+    with pytest.raises(ConfigError, match="set method.prune=false"):
+        ExpandableNet(net, MaskSettings())

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_runner.errors import ConfigError
+from cl_runner.models.resnet18 import four_stages, kaiming_convs
 
 
 class PreActBlock(nn.Module):
@@ -41,15 +42,9 @@ class PreActResNet18(nn.Module):
             self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         else:
             raise ConfigError(f"backbone.stem={stem!r} is invalid: choose from imagenet, cifar")
-        layers, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [PreActBlock(in_planes, planes, stride), PreActBlock(planes, planes, 1)]
-            in_planes = planes
-        self.layers = nn.Sequential(*layers)
+        self.layers = four_stages(PreActBlock)
         self.feature_dim = 512
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))

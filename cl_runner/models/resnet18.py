@@ -34,40 +34,41 @@ class BasicBlock(nn.Module):
         return F.relu(out + identity)
 
 
+STEMS = {"cifar": (3, 1, False), "imagenet": (7, 2, True), "podnet": (3, 1, True)}  # kernel, stride, pool
+
+
+def four_stages(block: type[nn.Module]) -> nn.Sequential:
+    """ResNet-18's body: four stages of two blocks, 64 to 512 channels, stride 2 from stage 2."""
+    layers, in_planes = [], 64
+    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [block(in_planes, planes, stride), block(planes, planes, 1)]
+        in_planes = planes
+    return nn.Sequential(*layers)
+
+
+def kaiming_convs(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class ResNet18(nn.Module):
     def __init__(self, in_channels: int = 3, stem: str = "cifar", zero_init_residual: bool = False):
         super().__init__()
-        if stem == "cifar":
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
-            )
-        elif stem == "imagenet":
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
-                nn.BatchNorm2d(64),
-                nn.ReLU(),
-                nn.MaxPool2d(3, 2, 1),
-            )
-        elif stem == "podnet":
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
-                nn.BatchNorm2d(64),
-                nn.ReLU(),
-                nn.MaxPool2d(3, 2, 1),
-            )
-        else:
-            raise ConfigError(f"backbone.stem={stem!r} is invalid: choose from cifar, imagenet, podnet")
-        layers, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
-            in_planes = planes
-        self.layers = nn.Sequential(*layers)
+        if stem not in STEMS:
+            raise ConfigError(f"backbone.stem={stem!r} is invalid: choose from {', '.join(STEMS)}")
+        kernel, stride, pool = STEMS[stem]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, kernel, stride, kernel // 2, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            *([nn.MaxPool2d(3, 2, 1)] if pool else []),
+        )
+        self.layers = four_stages(BasicBlock)
         self.feature_dim = 512
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_convs(self)
         if zero_init_residual:
-            for block in layers:
+            for block in self.layers:
                 nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
