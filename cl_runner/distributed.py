@@ -74,6 +74,12 @@ class Ranks:
         dist.all_reduce(stacked)
         return dict(zip(values, stacked / self.world, strict=True))
 
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
     def max(self, value: torch.Tensor) -> torch.Tensor:
         if self.active:
             value = value.clone()

@@ -151,6 +151,7 @@ class Runner:
             self.tasks[: task.index + 1],
             self.augment.normalize,
             self.settings.eval_batch_size,
+            self.ranks,
         )
         self.results.add(
             task,
