@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cl_runner.distributed import SINGLE, Ranks
+
 
 def trainable_batchnorms(model: nn.Module) -> list[_BatchNorm]:
     return [
@@ -24,9 +26,10 @@ def trainable_batchnorms(model: nn.Module) -> list[_BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate(model: nn.Module, batches) -> None:
+def recalibrate(model: nn.Module, batches, ranks: Ranks = SINGLE) -> None:
     """Replace running mean/var of trainable BatchNorm layers by their average over `batches`
-    (each an input tensor), computed with the current weights."""
+    (each an input tensor), computed with the current weights. With several processes each
+    passes its own share of the batches and the averages are combined, weighted by batches."""
     layers = trainable_batchnorms(model)
     if not layers:
         return
@@ -41,6 +44,13 @@ def recalibrate(model: nn.Module, batches) -> None:
             m.eval()
     for x in batches:
         model(x)
+    if ranks.active:
+        for m in layers:
+            n = m.num_batches_tracked.to(m.running_mean.dtype)
+            total = ranks.sum(n.clone())
+            m.running_mean.copy_(ranks.sum(m.running_mean * n) / total)
+            m.running_var.copy_(ranks.sum(m.running_var * n) / total)
+            m.num_batches_tracked.copy_(total.to(m.num_batches_tracked.dtype))
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     for m, training in modes.items():

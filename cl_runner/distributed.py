@@ -74,6 +74,14 @@ class Ranks:
         dist.all_reduce(stacked)
         return dict(zip(values, stacked / self.world, strict=True))
 
+    def gather(self, value) -> list:
+        """Every rank's `value` (any picklable object), in rank order."""
+        if not self.active:
+            return [value]
+        out = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
     def sum(self, value: torch.Tensor) -> torch.Tensor:
         if self.active:
             value = value.clone()

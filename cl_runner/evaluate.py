@@ -1,6 +1,6 @@
 """Evaluation of all seen tasks in one batched pass over their test data."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -13,28 +13,28 @@ from cl_runner.distributed import SINGLE, Ranks
 
 
 @torch.inference_mode()
-def forward_all(
-    model: nn.Module,
-    images: torch.Tensor,
-    normalize: Callable,
-    batch_size: int,
-    keys: tuple[str, ...] = ("logits",),
-) -> dict[str, torch.Tensor]:
-    """The model's outputs `keys` (eval mode, no distortion) over many images, in large batches.
-    Only the outputs asked for are kept: DER's features and auxiliary logits over a whole
-    ImageNet task would otherwise stay on the device until the end."""
+def forward_batches(
+    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str
+) -> Iterator[torch.Tensor]:
+    """The model's output `key` (eval mode, no distortion), batch after batch."""
     was_training = model.training
     model.eval()
     # File-based images arrive on the CPU; in-memory ones are already where the model is.
     param = next(model.parameters(), None)
     device = param.device if param is not None else images.device
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
-    for batch in batches(images, batch_size, pin=device.type == "cuda"):
-        out = model(normalize(batch.to(device, non_blocking=True)))
-        for key in keys:
-            parts[key].append(at_least_float32(out[key]))
-    model.train(was_training)
-    return {key: torch.cat(values) for key, values in parts.items()}
+    try:
+        for batch in batches(images, batch_size, pin=device.type == "cuda"):
+            yield at_least_float32(model(normalize(batch.to(device, non_blocking=True)))[key])
+    finally:
+        model.train(was_training)
+
+
+def forward_all(
+    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str = "logits"
+) -> torch.Tensor:
+    """The model's output `key` over many images, concatenated. Only that output is kept: DER's
+    features and auxiliary logits over a whole ImageNet task would fill the device."""
+    return torch.cat(list(forward_batches(model, images, normalize, batch_size, key)))
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def evaluate(
     keep = test.labels < seen
     rows = ranks.rows(int(keep.sum()))
     labels = test.labels[keep][rows]
-    logits = forward_all(model, test.images[keep][rows], normalize, batch_size)["logits"][:, :seen]
+    logits = forward_all(model, test.images[keep][rows], normalize, batch_size)[:, :seen]
 
     dev = labels.device
     offsets = torch.tensor([t.offset for t in tasks], device=dev)

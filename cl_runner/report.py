@@ -22,7 +22,7 @@ from cl_runner.dicts import flatten
 KINDS = ("class_il", "task_il")
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
 SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
-NOT_GROUPED = ("seed", "device", "resume", "logger")  # keys that do not make runs different experiments
+NOT_GROUPED = ("seed", "device", "resume", "logger", "checkpoint")  # keys that never change results
 
 
 @dataclass

@@ -5,6 +5,7 @@ import math
 import resource
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
-from cl_runner.evaluate import evaluate, forward_all
+from cl_runner.evaluate import evaluate, forward_batches
 from cl_runner.methods.base import Method, TaskData
 from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
@@ -74,6 +75,15 @@ STOP_POLL = 16  # batches between two checks of the stop flag when several proce
 
 def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
     return (batch + 1) % every == 0 or batch == count - 1
+
+
+def own_views(data: TaskData) -> Iterator[torch.Tensor]:
+    """A distorted view of each of this process's batches (all of them for one process). Every
+    process draws every batch's distortions, so their generators stay in step."""
+    for batch in data.epoch():
+        x = batch.view()
+        if batch.index % data.ranks.world == data.ranks.rank:
+            yield x
 
 
 class Interrupted(Exception):
@@ -139,8 +149,8 @@ class Runner:
         start = time.perf_counter()
         self.train(task, data)
         if self.settings.precise_bn:
-            recalibrate(self.model, (batch.view() for batch in data))
-        self.memory.update(self.data.train, task.labels, self.embed)
+            recalibrate(self.model, own_views(data), self.ranks)
+        self.memory.update(self.data.train, task.labels, self.embed, self.ranks)
         self.method.after_task(task, self.model, self.memory, data)
         if self.ranks.active:
             self.adopt_leader_state()
@@ -180,7 +190,7 @@ class Runner:
             loader = FileLoader(images, labels, size, True, self.generator, views=self.method.views)
         else:
             loader = DeviceLoader(images, labels, size, True, self.generator)
-        return TaskData(loader, task, self.augment, self.generator, rehearsal=len(rehearsed) > 0)
+        return TaskData(loader, task, self.augment, self.generator, len(rehearsed) > 0, self.ranks)
 
     def adopt_leader_state(self) -> None:
         """Every rank did the after-task work; all continue from rank 0's result (exemplars,
@@ -199,9 +209,11 @@ class Runner:
             self.method.load_state_dict(state["method"])
             self.memory.load_state_dict(state["memory"], self.device)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.settings.eval_batch_size
-        return forward_all(self.model, images, self.augment.normalize, size, keys=("features",))["features"]
+    def embed(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The features of `images`, batch by batch (herding consumes them class by class)."""
+        return forward_batches(
+            self.model, images, self.augment.normalize, self.settings.eval_batch_size, "features"
+        )
 
     # -- training ------------------------------------------------------------------------------
     def stages(self, task: Task) -> list[tuple[str, int]]:

@@ -323,7 +323,8 @@ def test_torchrun_refuses_a_sweep_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_torchrun_checkpoints_and_torchrun_resumes_exactly(tmp_path):
-    setting = [*EXACT, "method=der", "memory.size=60", "method.balanced_epochs=1", "train.epochs=4"]
+    setting = [*EXACT, "method=der", "memory.size=60", "method.balanced_epochs=1", "train.epochs=4",
+               "checkpoint.every_epochs=1"]  # fmt: skip
     temp = tmp_path / "tmp"
     temp.mkdir()
     reference = torchrun(*setting, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path, temp=temp)

@@ -1,7 +1,7 @@
 import torch
 
 from cl_runner.data.images import ImageSet
-from cl_runner.data.memory import ExemplarMemory, herding, welling_herding
+from cl_runner.data.memory import ExemplarMemory, herding, split_rows, welling_herding
 
 # Five 2-D features; herding normalises them first:
 #   a (3,4)->(.6,.8)  b (1,0)  c (0,2)->(0,1)  d (-1,1)->(-.707,.707)  e (2,1)->(.894,.447)
@@ -37,9 +37,31 @@ def _train_set(per_class: int, classes: int) -> ImageSet:
     return ImageSet(images, labels)
 
 
-def _embed(images):
+def _features(images):
     v = images.float().view(-1, 1)
     return torch.cat([torch.cos(v), torch.sin(v)], 1)  # distinct unit vectors per sample
+
+
+def _embed(images):
+    """Features batch by batch, as the runner's embed yields them (batches of 3 here)."""
+    features = _features(images)
+    for i in range(0, len(features), 3):
+        yield features[i : i + 3]
+
+
+def test_split_rows_regroups_a_stream_of_batches():
+    stream = iter([torch.arange(0, 3), torch.arange(3, 7), torch.arange(7, 8), torch.arange(8, 12)])
+    groups = [g.tolist() for g in split_rows(stream, [2, 5, 0, 5])]
+    assert groups == [[0, 1], [2, 3, 4, 5, 6], [], [7, 8, 9, 10, 11]]
+
+
+def test_herding_class_by_class_from_the_stream_picks_what_whole_features_would():
+    train = _train_set(per_class=10, classes=3)
+    memory = ExemplarMemory(size=12, selection="herding")
+    memory.update(train, range(0, 3), _embed)  # 4 each, features arriving in batches of 3
+    for c in range(3):
+        members = (train.labels == c).nonzero().squeeze(1)
+        assert memory.by_class[c].tolist() == members[herding(_features(train.images[members]), 4)].tolist()
 
 
 def test_fixed_total_shrinks_old_classes_keeping_best_ranked():

@@ -142,3 +142,15 @@ def test_top5_paper_numbers_compare_with_top5_and_the_paper_curve_is_drawn(tmp_p
     assert row["Δ avg"] == "1.00" and row["Δ last"] == "2.00"
     assert ("-", [95.0, 87.0]) in drawn  # ours, top-5 mean per step
     assert ("--", [95.0, 85.0]) in drawn
+
+
+def test_checkpoint_settings_do_not_split_a_group(tmp_path):
+    """How often a run checkpoints never changes its results (resume is crash-equal)."""
+    write_run(tmp_path / "a", "finetune", 0, 50.0, 20.0)
+    write_run(tmp_path / "b", "finetune", 1, 60.0, 30.0)
+    run_b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    run_b["config"]["checkpoint"] = {"every_epochs": 1, "every_minutes": 10}
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps(run_b))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    (row,) = csv.DictReader((tmp_path / "out" / "report.csv").open())
+    assert row["seeds"] == "2" and row["class-IL avg"] == "55.00 ± 7.07"

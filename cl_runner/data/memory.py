@@ -4,11 +4,14 @@ It stores indices into the (device-resident) training set, per class, in selecti
 that shrinking a class's share under a fixed total keeps the best-ranked exemplars (iCaRL).
 """
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
 from cl_runner import rng
 from cl_runner.data.images import ImageSet
+from cl_runner.distributed import SINGLE, Ranks
 
 
 def herding(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -55,6 +58,20 @@ def welling_herding(features: torch.Tensor, m: int, max_steps: int = 1000) -> to
 SELECTORS = {"herding": herding, "welling": welling_herding}
 
 
+def split_rows(batches: Iterator[torch.Tensor], sizes: list[int]) -> Iterator[torch.Tensor]:
+    """The rows of a stream of batches, regrouped into consecutive groups of `sizes` rows."""
+    held: list[torch.Tensor] = []
+    count = 0
+    for size in sizes:
+        while count < size:
+            batch = next(batches)
+            held.append(batch)
+            count += len(batch)
+        rows = torch.cat(held)
+        yield rows[:size]
+        held, count = [rows[size:]], count - size
+
+
 class ExemplarMemory:
     def __init__(
         self, size: int = 0, per_class: int | None = None, selection: str = "herding", seed: int = 0
@@ -86,11 +103,14 @@ class ExemplarMemory:
         """The stored exemplars' images and labels (class-balanced after every update)."""
         return self.train.subset(self.indices().to(self.train.labels.device))
 
-    def update(self, train: ImageSet, new_labels: range, embed) -> None:
+    def update(self, train: ImageSet, new_labels: range, embed, ranks: Ranks = SINGLE) -> None:
         """Shrink old classes to the new quota, then select exemplars of `new_labels`.
 
-        `embed(images) -> features` runs the current network in eval mode over the whole task's
-        images at once (batched), so selection is one pass, never a loader per class.
+        `embed(images)` yields the current network's features (eval mode, undistorted) batch by
+        batch. Herding takes the new classes' images in one pass, class after class, and keeps
+        only the class at hand's features: memory stays one class deep (an ImageNet DER task's
+        features would otherwise take gigabytes). With several processes each rank herds its
+        share of the classes and they exchange the results.
         """
         if not self.enabled:
             return
@@ -99,19 +119,25 @@ class ExemplarMemory:
         for c in self.by_class:
             self.by_class[c] = self.by_class[c][:m]
         labels = train.labels
-        is_new = (labels >= new_labels.start) & (labels < new_labels.stop)
-        new_idx = is_new.nonzero().squeeze(1)
         select = SELECTORS.get(self.selection)
-        features = embed(train.images[new_idx]) if select else None
-        new_labels_of = labels[new_idx]
-        for c in new_labels:
-            positions = (new_labels_of == c).nonzero().squeeze(1)
-            if select:
-                ranked = positions[select(features[positions], m)]
-            else:
-                perm = torch.randperm(len(positions), generator=self.generator)
-                ranked = positions[perm.to(positions.device)[:m]]
-            self.by_class[c] = new_idx[ranked]
+        if select is None:  # random: cheap, the same draws on every rank
+            for c in new_labels:
+                members = (labels == c).nonzero().squeeze(1)
+                perm = torch.randperm(len(members), generator=self.generator)
+                self.by_class[c] = members[perm.to(members.device)[:m]]
+            return
+        mine = [c for i, c in enumerate(new_labels) if i % ranks.world == ranks.rank]
+        members = [(labels == c).nonzero().squeeze(1) for c in mine]
+        found = {}
+        if members:
+            stream = embed(train.images[torch.cat(members)])
+            per_class = split_rows(stream, [len(p) for p in members])
+            for c, positions, features in zip(mine, members, per_class, strict=True):
+                found[c] = positions[select(features, m)]
+        if ranks.active:
+            for part in ranks.gather({c: v.cpu() for c, v in found.items()}):
+                found.update({c: v.to(labels.device) for c, v in part.items()})
+        self.by_class.update({c: found[c] for c in new_labels})
 
     def state_dict(self) -> dict:
         return {

@@ -77,9 +77,10 @@ class TaskData:
         augment: Augment,
         generator: torch.Generator,
         rehearsal: bool = False,
+        ranks: Ranks = SINGLE,
     ):
         self.loader, self.task, self.augment, self.generator = loader, task, augment, generator
-        self.rehearsal = rehearsal
+        self.rehearsal, self.ranks = rehearsal, ranks
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -90,6 +91,18 @@ class TaskData:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
+
+    def own_batches(self) -> Iterator[Batch]:
+        """One pass for work after training (importance, statistics): whole batches dealt to
+        the processes in turn, so each does its share; with one process, every batch. Sums over
+        them are added up across processes with `total`."""
+        for batch in self.epoch():
+            if batch.index % self.ranks.world == self.ranks.rank:
+                yield batch
+
+    def total(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each value summed over the processes (one all-reduce per value)."""
+        return {name: self.ranks.sum(value) for name, value in values.items()}
 
     def epoch(
         self, order: torch.Tensor | None = None, start_batch: int = 0, ranks: Ranks = SINGLE

@@ -43,7 +43,7 @@ def batch_importance(model: nn.Module, data, inputs, outputs: slice) -> dict[str
     params = dict(model.named_parameters())
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
-    for batch in data:
+    for batch in data.own_batches():
         x = inputs(batch)
         squared_norm = model(x)["logits"][:, outputs].pow(2).sum()
         grads = torch.autograd.grad(squared_norm, list(params.values()), allow_unused=True)
@@ -51,7 +51,7 @@ def batch_importance(model: nn.Module, data, inputs, outputs: slice) -> dict[str
             if g is not None:
                 omega[name] += g.abs()
         count += len(x)
-    return {name: value / count for name, value in omega.items()}
+    return mean_over_processes(data, omega, count)
 
 
 def sample_importance(
@@ -68,12 +68,20 @@ def sample_importance(
     per_sample = vmap(grad(squared_norm), in_dims=(None, 0), chunk_size=chunk_size)
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
-    for batch in data:
+    for batch in data.own_batches():
         x = inputs(batch)
         for name, g in per_sample(params, x).items():
             omega[name] += g.abs().sum(0)
         count += len(x)
-    return {name: value / count for name, value in omega.items()}
+    return mean_over_processes(data, omega, count)
+
+
+def mean_over_processes(data: TaskData, sums: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """The sums of every process's batches over all their samples (one process: as they are)."""
+    device = next(iter(sums.values())).device
+    totals = data.total({**sums, "count": torch.tensor(float(count), device=device)})
+    n = totals.pop("count")
+    return {name: value / n for name, value in totals.items()}
 
 
 class MAS(Method):
