@@ -106,7 +106,7 @@ def load(folder: Path) -> tuple[dict | None, str | None]:
 
 def grouped(key: str) -> bool:
     """Whether a flattened config key makes runs different experiments. Copies of the run's
-    seed inside a node (DER's `method.seed: ${seed}`) do not."""
+    seed inside a node (a `method.seed: ${seed}`, as earlier DER configs had) do not."""
     parts = key.split(".")
     return parts[0] not in NOT_GROUPED and parts[-1] != "seed"
 

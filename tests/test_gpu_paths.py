@@ -152,3 +152,22 @@ def test_runner_builds_with_the_deterministic_switch(tmp_path):
         assert isinstance(runner, Runner) and torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoints_within_a_task_are_time_based_by_default(tmp_path, monkeypatch):
+    """A late DER model's checkpoint costs more than an epoch: by default one is written at the
+    first epoch end ten minutes after the last, not at every epoch."""
+    cfg = make_cfg(*TINY)
+    assert (cfg.checkpoint.every_minutes, cfg.checkpoint.every_epochs) == (10, 0)
+    runner = build_runner(cfg, tmp_path)
+    now = [1000.0]
+    monkeypatch.setattr("cl_runner.runner.time.monotonic", lambda: now[0])
+    runner.save_checkpoint()
+    now[0] += 599
+    assert not runner.checkpoint_due(epoch=0)
+    now[0] += 2
+    assert runner.checkpoint_due(epoch=0)
+    runner.save_checkpoint()  # the clock restarts
+    assert not runner.checkpoint_due(epoch=1)
+    runner.every_epochs = 3
+    assert runner.checkpoint_due(epoch=2) and not runner.checkpoint_due(epoch=3)

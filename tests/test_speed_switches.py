@@ -109,7 +109,11 @@ def test_compile_trains_a_compiled_module_that_computes_what_eager_does(tmp_path
     eager.load_state_dict(state)  # the compiled pass updated BatchNorm statistics: start again
     loss_e, grads_e = loss_and_grads(eager)
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grads_c, grads_e, rtol=1e-3, atol=1e-4)
+    # Whole-vector comparison: inductor's fused BatchNorm kernels round differently (1.5e-3 of
+    # the norm on this CPU, on 2x2 feature maps), and an element-wise relative tolerance is
+    # meaningless for gradient entries near zero. A wrong graph differs by O(1).
+    assert (grads_c - grads_e).norm() <= 1e-2 * grads_e.norm()
+    assert torch.nn.functional.cosine_similarity(grads_c, grads_e, dim=0) > 0.9999
 
 
 @pytest.fixture
