@@ -77,15 +77,6 @@ def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
     return (batch + 1) % every == 0 or batch == count - 1
 
 
-def own_views(data: TaskData) -> Iterator[torch.Tensor]:
-    """A distorted view of each of this process's batches (all of them for one process). Every
-    process draws every batch's distortions, so their generators stay in step."""
-    for batch in data.epoch():
-        x = batch.view()
-        if batch.index % data.ranks.world == data.ranks.rank:
-            yield x
-
-
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was written at the last finished batch."""
 
@@ -149,7 +140,7 @@ class Runner:
         start = time.perf_counter()
         self.train(task, data)
         if self.settings.precise_bn:
-            recalibrate(self.model, own_views(data), self.ranks)
+            recalibrate(self.model, data.own_views(), self.ranks)
         self.memory.update(self.data.train, task.labels, self.embed, self.ranks)
         self.method.after_task(task, self.model, self.memory, data)
         if self.ranks.active:

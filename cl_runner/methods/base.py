@@ -92,17 +92,30 @@ class TaskData:
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
 
+    def owns(self, batch: Batch) -> bool:
+        """After training, whole batches are dealt to the processes in turn (one process: all)."""
+        return batch.index % self.ranks.world == self.ranks.rank
+
     def own_batches(self) -> Iterator[Batch]:
-        """One pass for work after training (importance, statistics): whole batches dealt to
-        the processes in turn, so each does its share; with one process, every batch. Sums over
-        them are added up across processes with `total`."""
+        """One pass for work after training (importance): this process's share of the batches.
+        Sums over them are added up across processes with `total`."""
+        return (batch for batch in self.epoch() if self.owns(batch))
+
+    def own_views(self) -> Iterator[torch.Tensor]:
+        """A distorted view of each of this process's batches (BatchNorm statistics). Every
+        process draws every batch's distortions, so their generators stay in step."""
         for batch in self.epoch():
-            if batch.index % self.ranks.world == self.ranks.rank:
-                yield batch
+            x = batch.view()
+            if self.owns(batch):
+                yield x
 
     def total(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each value summed over the processes (one all-reduce per value)."""
-        return {name: self.ranks.sum(value) for name, value in values.items()}
+        """Each value summed over the processes, all of them in one all-reduce."""
+        if not self.ranks.active:
+            return values
+        summed = self.ranks.sum(torch.cat([v.reshape(-1) for v in values.values()]))
+        parts = summed.split([v.numel() for v in values.values()])
+        return {name: part.view_as(v) for (name, v), part in zip(values.items(), parts, strict=True)}
 
     def epoch(
         self, order: torch.Tensor | None = None, start_batch: int = 0, ranks: Ranks = SINGLE
