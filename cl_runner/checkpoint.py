@@ -7,9 +7,8 @@ renamed, so a crash mid-write leaves the previous checkpoint whole.
 """
 
 import json
-import os
 import random
-import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import numpy as np
 import torch
 
 from cl_runner import rng
+from cl_runner.atomic import replace_atomically, write_text
 from cl_runner.dicts import flatten
+from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError
 
 CHECKPOINT, POSITION = "checkpoint.pt", "checkpoint.json"
@@ -30,7 +31,7 @@ class Position:
     the current epoch (non-zero only after an interruption). `fresh`: the task has not begun."""
 
     task: int = 0
-    stage: str = "main"  # "warmup" (LwF's head-only epochs) or "main"
+    stage: str = "main"  # "head" (a method's head-only epochs) or "main"
     epoch: int = 0
     batch: int = 0
     fresh: bool = True
@@ -57,23 +58,11 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     rng.restore_cuda(state.get("cuda", []))
 
 
-def _replace_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(folder: Path, state: dict) -> None:
     folder = Path(folder)
-    _replace_atomically(folder / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+    replace_atomically(folder / CHECKPOINT, lambda tmp: torch.save(state, tmp))
     text = json.dumps(state["position"], indent=2)
-    _replace_atomically(folder / POSITION, lambda tmp: Path(tmp).write_text(text))
+    write_text(folder / POSITION, text)
 
 
 def load(folder: Path, device: torch.device) -> dict:
@@ -98,5 +87,94 @@ def check_same_config(saved: dict, current: dict) -> None:
         raise ConfigError(f"resume: the config differs from the checkpoint's in {details}{more}")
 
 
-def position_dict(position: Position) -> dict:
-    return asdict(position)
+class Progress:
+    """Where the run stands and how to continue it: the position in the schedule, the optimizer
+    state and epoch order of a stage a resume continues mid-way, and when the next checkpoint
+    is due. The runner says what happened (a task began, an epoch ended); this object keeps
+    the position and writes and reads the checkpoint."""
+
+    def __init__(
+        self,
+        folder: Path,
+        every_epochs: int = 0,
+        every_minutes: float = 0,
+        ranks: Ranks = SINGLE,
+        device: torch.device | None = None,
+    ):
+        self.folder, self.every_epochs, self.every_seconds = Path(folder), every_epochs, 60 * every_minutes
+        self.ranks, self.device = ranks, device
+        self.position = Position()
+        self.pending: dict | None = None  # optimizer state and epoch order of a mid-stage resume
+        self.last_saved = time.monotonic()
+
+    # -- the position ----------------------------------------------------------------------------
+    def begin_task(self, task: int, stage: str) -> None:
+        self.position = Position(task, stage, fresh=False)
+
+    def continue_stage(self, stage: str, optimizer, scaler) -> tuple[int, torch.Tensor | None]:
+        """The first epoch of `stage` to run and, when a resume continues inside an epoch, that
+        epoch's order; the optimizer and scaler get their saved state."""
+        if self.position.stage != stage:
+            return 0, None
+        order = None
+        if self.pending is not None:
+            optimizer.load_state_dict(self.pending["optimizer"])
+            if self.pending.get("scaler"):
+                scaler.load_state_dict(self.pending["scaler"])
+            order, self.pending = self.pending["order"], None
+        return self.position.epoch, order
+
+    def begin_epoch(self, stage: str, epoch: int, continuing: bool) -> int:
+        """The epoch's first batch: where the interrupted epoch stopped, else 0."""
+        start_batch = self.position.batch if continuing else 0
+        self.position = Position(self.position.task, stage, epoch, start_batch, fresh=False)
+        return start_batch
+
+    def stopped_after(self, batch: int) -> None:
+        self.position.batch = batch + 1
+
+    def end_epoch(self) -> None:
+        p = self.position
+        self.position = Position(p.task, p.stage, p.epoch + 1, fresh=False)
+
+    def end_task(self) -> None:
+        self.position = Position(self.position.task + 1)
+
+    # -- when and what to write --------------------------------------------------------------------
+    def due(self) -> bool:
+        """After an epoch: every `every_epochs` epochs, and at the first epoch end `every_minutes`
+        after the last checkpoint (a big model's per-epoch checkpoints would cost more than the
+        epochs). Every rank decides alike: rank 0's clock is the one that counts."""
+        epoch = self.position.epoch  # epochs done in the stage
+        by_epoch = bool(self.every_epochs) and epoch % self.every_epochs == 0
+        by_time = bool(self.every_seconds) and time.monotonic() - self.last_saved >= self.every_seconds
+        if self.ranks.active:
+            by_time = self.ranks.any(by_time if self.ranks.leader else False, self.device)
+        return by_epoch or by_time
+
+    def save(self, state: dict, optimizer=None, scaler=None, order: torch.Tensor | None = None) -> None:
+        """`state` (the run's parts) with the position; inside a stage also the optimizer,
+        scaler and, within an epoch, its order. Rank 0 writes; every rank restarts the clock."""
+        self.last_saved = time.monotonic()
+        if not self.ranks.leader:
+            return
+        mid_stage = optimizer is not None and not self.position.fresh
+        save(
+            self.folder,
+            {
+                "position": asdict(self.position),
+                **state,
+                "optimizer": optimizer.state_dict() if mid_stage else None,
+                "scaler": scaler.state_dict() if mid_stage and scaler.is_enabled() else None,
+                "order": order,
+            },
+        )
+
+    def restore(self, state: dict) -> None:
+        self.position = Position(**state["position"])
+        if state["optimizer"] is not None:
+            self.pending = {
+                "optimizer": state["optimizer"],
+                "order": state["order"],
+                "scaler": state.get("scaler"),
+            }

@@ -4,27 +4,15 @@ and a bad one becomes a single `ConfigError` line naming the key, the value and 
 from numbers import Real
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner.data.schedule import class_order, task_sizes
-from cl_runner.errors import ConfigError, UserError
-from cl_runner.runner import TrainSettings
+from cl_runner.errors import ConfigError
+from cl_runner.settings import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
 SELECTIONS = ("herding", "welling", "random")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
-
-
-def build(node: DictConfig, **kwargs):
-    """`instantiate`, with a user error raised inside a constructor passed through as itself."""
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
 
 
 def _get(cfg: DictConfig, key: str):
@@ -138,10 +126,10 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     if per_class and _get(cfg, "memory.size"):
         raise ConfigError("memory.size and memory.per_class are both set; use one (set the other to 0/null)")
     _choice(cfg, "memory.selection", SELECTIONS)
-    _bool(cfg, "sd.enabled")
-    _number(cfg, "sd.T", 0, inclusive=False)
-    for key in ("sd.kl_weight", "sd.mmd_weight", "sd.noise_std"):
-        _number(cfg, key, 0)
+    if isinstance(_get(cfg, "addon"), DictConfig):  # SD's settings
+        _number(cfg, "addon.T", 0, inclusive=False)
+        for key in ("kl_weight", "mmd_weight", "noise_std"):
+            _number(cfg, f"addon.{key}", 0)
     _bool(cfg, "logger.plots")
     _choice(cfg, "logger.mode", LOGGER_MODES)
     settings = train_settings(cfg)
@@ -157,6 +145,8 @@ def run_choices(cfg: DictConfig, choices: dict, user_overrides: list[str]) -> di
     backbone (DER on CIFAR-100: ResNet-18), so the backbone is named by what will be built;
     a different backbone asked for on the command line would be silently replaced: refuse it."""
     choices = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+    if _get(cfg, "addon") is None:  # `optional addon: ${method}` names the method when no add-on exists
+        choices.pop("addon", None)
     built = str(cfg.backbone._target_).rsplit(".", 1)[-1]
     asked = [o.split("=", 1)[1] for o in user_overrides if o.split("=", 1)[0].lstrip("+") == "backbone"]
     if asked and asked[-1] != built:

@@ -1,7 +1,6 @@
 """Evaluation of all seen tasks in one batched pass over their test data."""
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -10,6 +9,7 @@ from cl_runner.data.files import batches
 from cl_runner.data.images import ImageSet
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
+from cl_runner.results import Evaluation
 
 
 @torch.inference_mode()
@@ -40,17 +40,6 @@ def forward_all(
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """bf16 outputs (AMP) as float32; float32 and float64 as they are."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-@dataclass
-class Evaluation:
-    class_il: list[float]  # accuracy per seen task, all seen logits
-    task_il: list[float]  # accuracy per seen task, own head only
-    seen_acc: float  # all seen classes pooled
-    seen_acc_top5: float
-    seen_acc_task_il: float
-    old_acc: float | None  # classes of earlier tasks, pooled
-    new_acc: float  # classes of the last task
 
 
 def evaluate(

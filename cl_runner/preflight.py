@@ -1,27 +1,22 @@
-"""The command line before Hydra sees it. Mistakes get one line and exit code 2 instead of
-Hydra's multi-line report and exit code 1: a run folder that cannot be created, unknown
-config-group options (`method=nope`, also inside sweeps) and overrides that do not compose
-(`train.epochz=3`). `resume=PATH` is expanded into the run's own overrides."""
+"""The command line around Hydra. `command_line` turns what the user typed into the arguments
+Hydra gets, once: `resume=PATH` expanded into the run's own overrides, a throw-away folder for
+the non-leading ranks of torchrun, and the mistakes Hydra would only find late or report in
+many lines checked first (a run folder that cannot be created, unknown config-group options,
+also inside sweeps, a missing launcher extra, an override that does not parse). `hydra_errors`
+turns what Hydra's single composition then refuses (`train.epochz=3`) into one line. Every
+such mistake is one line on stderr and exit code 2, instead of Hydra's report and exit code 1."""
 
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from cl_runner.distributed import Ranks, from_environment
-
-# Hydra flags after which the arguments are not a plain single run to compose.
-NOT_A_SINGLE_RUN = {
-    "-m", "--multirun", "-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help",
-    "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-sc",
-    "--shell-completion", "-r", "--run", "--experimental-rerun",
-}  # fmt: skip
-
 
 # Launchers that come from optional extras of the package: the plugin module and the extra.
 LAUNCHER_EXTRAS = {
@@ -71,9 +66,37 @@ def check_output_folder(argv: list[str]) -> None:
         _fail(f"cannot create the run folder {target}: {existing} is not writable")
 
 
+FULL_ERROR = "CL_RUNNER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while Hydra's is forced on
+
+
+def full_error() -> bool:
+    return os.environ.get(FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def command_line(argv: list[str], configs: Path, ranks: Ranks) -> list[str]:
+    """The arguments Hydra gets for what the user typed."""
+    argv = resume_arguments(argv)
+    if not full_error():
+        check_overrides(argv, configs)
+    return torchrun_arguments(argv, ranks)
+
+
+@contextmanager
+def hydra_errors():
+    """Hydra's own errors (an override that does not compose) as one line and exit code 2; the
+    user's HYDRA_FULL_ERROR=1 still gives the traceback. Hydra is asked to raise rather than
+    print, so the error reaches this handler from the one composition there is."""
+    os.environ.setdefault(FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as error:
+        if full_error():
+            raise
+        _fail(_one_line(error))
+
+
 def check_overrides(argv: list[str], configs: Path) -> None:
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
     check_output_folder(argv)
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     parser, overrides = OverridesParser.create(), []
@@ -98,12 +121,6 @@ def check_overrides(argv: list[str], configs: Path) -> None:
         for value in values:
             if value != "null" and value not in options:
                 _fail(f"{group}={value} is unknown; choose from: {', '.join(options)}")
-    if not NOT_A_SINGLE_RUN.intersection(argv):
-        try:
-            with initialize_config_dir(str(configs), version_base="1.3"):
-                compose("train", overrides=args)
-        except (HydraException, OmegaConfBaseException) as error:
-            _fail(_one_line(error))
 
 
 def resume_arguments(argv: list[str]) -> list[str]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cl_runner.dicts import flatten
+from cl_runner.labels import KINDS, method_label, protocol_label
 
-KINDS = ("class_il", "task_il")
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
 SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
 NOT_GROUPED = ("seed", "device", "resume", "logger", "checkpoint")  # keys that never change results
@@ -118,15 +118,11 @@ def group_key(config: dict) -> str:
 
 def columns_of(run: dict) -> dict[str, str]:
     config, choices = run["config"], run.get("choices", {})
-    method = choices.get("method", "?")
-    if config.get("sd", {}).get("enabled") and method != "sd":
-        method += "+sd"
-    base = config.get("init_classes") or 0
     return {
-        "method": method,
+        "method": method_label(choices),
         "dataset": choices.get("dataset", "?"),
         "backbone": choices.get("backbone", "?"),
-        "schedule": f"B{base} {config.get('steps')} steps",
+        "schedule": protocol_label(config),
         "differs": "",
     }
 

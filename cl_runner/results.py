@@ -1,10 +1,21 @@
 """Per-step results of a run and their `metrics.json` form (a stable contract, see README)."""
 
+from dataclasses import dataclass
+
 from cl_runner.data.schedule import Task
-from cl_runner.evaluate import Evaluation
+from cl_runner.labels import KINDS
 from cl_runner.metrics import forgetting_per_task, summarize
 
-KINDS = ("class_il", "task_il")
+
+@dataclass
+class Evaluation:
+    class_il: list[float]  # accuracy per seen task, all seen logits
+    task_il: list[float]  # accuracy per seen task, own head only
+    seen_acc: float  # all seen classes pooled
+    seen_acc_top5: float
+    seen_acc_task_il: float
+    old_acc: float | None  # classes of earlier tasks, pooled
+    new_acc: float  # classes of the last task
 
 
 class Results:

@@ -1,13 +1,13 @@
-"""The training loop. It owns optimizer, learning-rate schedule, AMP, backward, step and
-evaluation; the method only supplies its loss and its before/after-task hooks."""
+"""The training loop. It owns optimizer, learning-rate schedule, AMP, backward, step, memory,
+evaluation and checkpoints; the method supplies its loss and its hooks (methods/base.py), add-ons
+their loss terms, `Progress` (checkpoint.py) the position in the schedule and the resume state."""
 
-import math
 import resource
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,53 +15,18 @@ from torch import nn
 
 from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
-from cl_runner.checkpoint import Position, position_dict, rng_state, set_rng_state
 from cl_runner.compiled import compiled
-from cl_runner.data.files import FileImages, FileLoader
-from cl_runner.data.images import Splits
-from cl_runner.data.loader import Augment, DeviceLoader
+from cl_runner.data.batch import TaskData
+from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.evaluate import evaluate, forward_batches
-from cl_runner.methods.base import Method, TaskData
+from cl_runner.methods.base import AddOn, Method
 from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 1
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    scheduler: str = "multistep"  # multistep | cosine | constant
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    eval_batch_size: int = 1024
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    precise_bn: bool = True
-    deterministic: bool = False
-
-
-def lr_factor(s: TrainSettings, epoch: int) -> float:
-    """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule,
-    which counts its epochs from the end of the warm-up: milestones [100, 120] after 10 warm-up
-    epochs drop the rate at epochs 110 and 130, as DER's official GradualWarmupScheduler does."""
-    if epoch < s.warmup_epochs:
-        return (epoch + 1) / s.warmup_epochs
-    after = epoch - s.warmup_epochs
-    if s.scheduler == "multistep":
-        return s.gamma ** sum(after >= m for m in s.milestones)
-    if s.scheduler == "cosine":
-        span = max(s.epochs - s.warmup_epochs, 1)
-        return 0.5 * (1 + math.cos(math.pi * after / span))
-    return 1.0
+from cl_runner.settings import TrainSettings, lr_factor
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -85,44 +50,38 @@ class Interrupted(Exception):
         self.signum, self.folder = signum, folder
 
 
+@dataclass
+class Stage:
+    name: str  # "head": the new head alone, the rest frozen and in eval mode | "main"
+    epochs: int
+
+
 class Runner:
     def __init__(
         self,
         model: nn.Module,
         method: Method,
         memory: ExemplarMemory,
-        data: Splits,
-        tasks: list[Task],
+        benchmark: Benchmark,
         settings: TrainSettings,
-        augment: Augment,
         device: torch.device,
-        seed: int,
         results: Results,
         logger,
-        out_dir: Path,
-        every_epochs: int = 1,
+        progress: checkpoint.Progress,
         ranks: Ranks = SINGLE,
-        every_minutes: float = 0,
+        addons: Sequence[AddOn] = (),
     ):
-        self.model, self.method, self.memory, self.data = model, method, memory, data
-        self.tasks, self.settings, self.augment, self.device = tasks, settings, augment, device
-        self.results, self.logger = results, logger
-        self.out_dir, self.every_epochs, self.ranks = Path(out_dir), every_epochs, ranks
-        self.every_seconds = 60 * every_minutes
-        self.last_saved = time.monotonic()
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.model, self.method, self.memory, self.addons = model, method, memory, list(addons)
+        self.benchmark, self.settings, self.device, self.ranks = benchmark, settings, device, ranks
+        self.results, self.logger, self.progress = results, logger, progress
         self.amp_dtype = autocast_dtype(device) if settings.amp else None
-        self.scaler: torch.amp.GradScaler | None = None
-        self.position = Position()
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.pending: dict | None = None  # optimizer state and epoch order of a mid-stage resume
         self.signal: int | None = None
 
     # -- the schedule --------------------------------------------------------------------------
     def run(self) -> Results:
         handlers = self.catch_signals()
         try:
-            for task in self.tasks[self.position.task :]:
+            for task in self.benchmark.tasks[self.progress.position.task :]:
                 self.learn(task)
         finally:
             for signum, handler in handlers.items():
@@ -130,10 +89,10 @@ class Runner:
         return self.results
 
     def learn(self, task: Task) -> None:
-        if self.position.fresh:
+        if self.progress.position.fresh:
             self.model.add_head(task.size)
             self.method.before_task(task, self.model, self.memory)
-            self.position = Position(task.index, self.stages(task)[0][0], fresh=False)
+            self.progress.begin_task(task.index, self.stages(task)[0].name)
         data = self.training_data(task)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -141,16 +100,16 @@ class Runner:
         self.train(task, data)
         if self.settings.precise_bn:
             recalibrate(self.model, data.own_views(), self.ranks)
-        self.memory.update(self.data.train, task.labels, self.embed, self.ranks)
+        self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
         self.method.after_task(task, self.model, self.memory, data)
         if self.ranks.active:
             self.adopt_leader_state()
         seconds = time.perf_counter() - start
         evaluation = evaluate(
             self.model,
-            self.data.test,
-            self.tasks[: task.index + 1],
-            self.augment.normalize,
+            self.benchmark.test,
+            self.benchmark.tasks[: task.index + 1],
+            self.benchmark.augment.normalize,
             self.settings.eval_batch_size,
             self.ranks,
         )
@@ -163,25 +122,20 @@ class Runner:
             memory_size=len(self.memory),
             peak_memory_mb=peak_memory_mb(self.device),
         )
-        self.position = Position(task.index + 1)
-        self.optimizer = None
-        self.save_checkpoint()
+        self.progress.end_task()
+        self.save()
         self.logger.task_end(self.results)
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""
-        train = self.data.train
-        classes = self.method.training_classes(task)
-        fresh = (train.labels >= classes.start) & (train.labels < classes.stop)
-        rehearsed = self.memory.indices().to(self.device)
-        rehearsed = rehearsed[~fresh[rehearsed]]
-        idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
-        images, labels, size = train.images[idx], train.labels[idx], self.settings.batch_size
-        if isinstance(images, FileImages):  # workers distort once per view the method draws
-            loader = FileLoader(images, labels, size, True, self.generator, views=self.method.views)
-        else:
-            loader = DeviceLoader(images, labels, size, True, self.generator)
-        return TaskData(loader, task, self.augment, self.generator, len(rehearsed) > 0, self.ranks)
+        return self.benchmark.training_data(
+            task,
+            self.method.training_classes(task),
+            self.memory.indices().to(self.device),
+            self.settings.batch_size,
+            max([1] + [addon.views for addon in self.addons]),
+            self.ranks,
+        )
 
     def adopt_leader_state(self) -> None:
         """Every rank did the after-task work; all continue from rank 0's result (exemplars,
@@ -197,42 +151,41 @@ class Runner:
         state = self.ranks.from_leader(leader_state, self.device)
         if not self.ranks.leader:
             self.model.load_state_dict(state["model"])
-            self.method.load_state_dict(state["method"])
+            self.method.load_state_dict(state["method"], self.model)
             self.memory.load_state_dict(state["memory"], self.device)
 
     def embed(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
         """The features of `images`, batch by batch (herding consumes them class by class)."""
-        return forward_batches(
-            self.model, images, self.augment.normalize, self.settings.eval_batch_size, "features"
-        )
+        normalize = self.benchmark.augment.normalize
+        return forward_batches(self.model, images, normalize, self.settings.eval_batch_size, "features")
 
     # -- training ------------------------------------------------------------------------------
-    def stages(self, task: Task) -> list[tuple[str, int]]:
-        """LwF's warm-up (the new head alone, extractor frozen) when asked for, then the main stage."""
-        warmup = self.method.head_warmup_epochs if task.index > 0 else 0
-        return ([("warmup", warmup)] if warmup else []) + [("main", self.settings.epochs)]
+    def stages(self, task: Task) -> list[Stage]:
+        """The method's head-only epochs if it asks for them (not on the first task), then the main stage."""
+        head = self.method.head_epochs if task.index > 0 else 0
+        return ([Stage("head", head)] if head else []) + [Stage("main", self.settings.epochs)]
 
     def train(self, task: Task, data: TaskData) -> None:
         s = self.settings
         if s.channels_last:
             self.model.to(memory_format=torch.channels_last)
         stages = self.stages(task)
-        self.logger.task_start(task, sum(epochs for _, epochs in stages), len(data))
-        names = [name for name, _ in stages]
-        for name, epochs in stages[names.index(self.position.stage) :]:
+        self.logger.task_start(task, sum(stage.epochs for stage in stages), len(data))
+        names = [stage.name for stage in stages]
+        for stage in stages[names.index(self.progress.position.stage) :]:
             with (
-                self.stage_parameters(name) as params,
+                self.stage_parameters(stage) as params,
                 self.ranks.replicate(self.model, self.device) as replica,
                 compiled(replica, s.compile, task.index) as model,
             ):
-                self.run_epochs(task, data, model, params, name, epochs)
+                self.run_stage(task, data, model, params, stage)
 
     @contextmanager
-    def stage_parameters(self, stage: str):
-        """The stage's trainable parameters, in the stage's mode. LwF's head-only warm-up runs
-        the network in eval mode and freezes all but the new head (requires_grad off), so no
-        gradient flows back through the extractor, nor is all-reduced for it."""
-        if stage != "warmup":
+    def stage_parameters(self, stage: Stage):
+        """The stage's trainable parameters, in the stage's mode. The head stage runs the network
+        in eval mode and freezes all but the new head (requires_grad off), so no gradient flows
+        back through the extractor, nor is all-reduced for it."""
+        if stage.name != "head":
             self.model.train()
             yield [p for p in self.model.parameters() if p.requires_grad]
             return
@@ -247,67 +200,63 @@ class Runner:
             for p in frozen:
                 p.requires_grad_(True)
 
-    def run_epochs(self, task: Task, data: TaskData, model, params: list, stage: str, epochs: int) -> None:
+    def run_stage(self, task: Task, data: TaskData, model, params: list, stage: Stage) -> None:
         s = self.settings
-        self.optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
-        order = None
-        if self.position.stage == stage and self.pending is not None:
-            self.optimizer.load_state_dict(self.pending["optimizer"])
-            if self.pending.get("scaler"):
-                self.scaler.load_state_dict(self.pending["scaler"])
-            order = self.pending["order"]
-            self.pending = None
-        first_epoch = self.position.epoch if self.position.stage == stage else 0
-        label = "warm-up " if stage == "warmup" else ""
-        for epoch in range(first_epoch, epochs):
-            start_batch = self.position.batch if order is not None else 0
-            self.position = Position(task.index, stage, epoch, start_batch, fresh=False)
-            for group in self.optimizer.param_groups:
+        scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
+        first_epoch, order = self.progress.continue_stage(stage.name, optimizer, scaler)
+        for epoch in range(first_epoch, stage.epochs):
+            start_batch = self.progress.begin_epoch(stage.name, epoch, continuing=order is not None)
+            for group in optimizer.param_groups:
                 group["lr"] = s.lr * lr_factor(s, epoch)
-            # Sums stay on the device and are read once per epoch: no per-batch host sync.
-            sums: dict[str, torch.Tensor] = {}
-            first_bad = torch.full((), -1, device=self.device)
-            started = time.perf_counter()
-            if stage == "main" and start_batch == 0:  # not again when resuming inside the epoch
+            if stage.name == "main" and start_batch == 0:  # not again when resuming inside the epoch
                 self.method.epoch_start(epoch, self.model, data)
-            batches = data.epoch(order, start_batch, self.ranks)
+            started = time.perf_counter()
+            sums = self.run_epoch(data.epoch(order, start_batch, self.ranks), model, optimizer, scaler, data)
             order = None
-            for batch in batches:
-                b = batch.index
-                with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss, parts = self.method.training_loss(batch, model)
-                bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
-                first_bad = torch.where(bad, torch.full_like(first_bad, b), first_bad)
-                self.optimizer.zero_grad(set_to_none=True)
-                # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
-                self.scaler.scale(loss * self.ranks.weight(batch.size)).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                group = self.optimizer.param_groups[0]
-                self.method.after_step(self.model, group["lr"], group["momentum"])
-                for name, value in {"loss": loss.detach(), **parts}.items():
-                    sums[name] = sums.get(name, 0) + value.float()
-                self.logger.batch_end()
-                if self.stop_requested(b, batch.count):  # all ranks stop at one batch
-                    self.position = Position(task.index, stage, epoch, b + 1, fresh=False)
-                    self.save_checkpoint(order=data.loader.order)
-                    raise Interrupted(self.signal or signal.SIGTERM, self.out_dir)
-            sums, first_bad = self.ranks.mean(sums), self.ranks.max(first_bad)
-            bad_batch = int(first_bad)
-            if bad_batch >= 0:
-                raise NonFiniteLossError(
-                    f"loss is not finite at task {task.index}, {label}epoch {epoch + 1}, "
-                    f"batch {bad_batch + 1} (lower train.lr or check the data)"
-                )
             stats = {name: float(total) / len(data) for name, total in sums.items()}
             stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
-            stats["lr"] = self.optimizer.param_groups[0]["lr"]
+            stats["lr"] = optimizer.param_groups[0]["lr"]
             self.logger.epoch_end(task, epoch, stats)
-            self.position = Position(task.index, stage, epoch + 1, fresh=False)
-            if self.checkpoint_due(epoch):
-                self.save_checkpoint()
+            self.progress.end_epoch()
+            if self.progress.due():
+                self.save(optimizer, scaler)
+
+    def run_epoch(self, batches, model, optimizer, scaler, data: TaskData) -> dict[str, torch.Tensor]:
+        """One pass over the batches; the sums of the loss and its parts, averaged over processes.
+        Sums and the non-finite check stay on the device, read once per epoch: no per-batch sync."""
+        sums: dict[str, torch.Tensor] = {}
+        first_bad = torch.full((), -1, device=self.device)
+        for batch in batches:
+            with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss, parts = self.method.training_loss(batch, model)
+                for addon in self.addons:
+                    loss, parts = addon.training_loss(loss, parts, batch, model, self.method)
+            bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
+            first_bad = torch.where(bad, torch.full_like(first_bad, batch.index), first_bad)
+            optimizer.zero_grad(set_to_none=True)
+            # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
+            scaler.scale(loss * self.ranks.weight(batch.size)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            group = optimizer.param_groups[0]
+            self.method.after_step(self.model, group["lr"], group["momentum"])
+            for name, value in {"loss": loss.detach(), **parts}.items():
+                sums[name] = sums.get(name, 0) + value.float()
+            self.logger.batch_end()
+            if self.stop_requested(batch.index, batch.count):  # all ranks stop at one batch
+                self.progress.stopped_after(batch.index)
+                self.save(optimizer, scaler, order=data.loader.order)
+                raise Interrupted(self.signal or signal.SIGTERM, self.progress.folder)
+        sums, bad_batch = self.ranks.mean(sums), int(self.ranks.max(first_bad))
+        if bad_batch >= 0:
+            p = self.progress.position
+            raise NonFiniteLossError(
+                f"loss is not finite at task {p.task}, {'head-only ' if p.stage == 'head' else ''}"
+                f"epoch {p.epoch + 1}, batch {bad_batch + 1} (lower train.lr or check the data)"
+            )
+        return sums
 
     # -- checkpoints and signals ---------------------------------------------------------------
     def stop_requested(self, batch: int, count: int) -> bool:
@@ -334,51 +283,29 @@ class Runner:
                 pass
         return handlers
 
-    def checkpoint_due(self, epoch: int) -> bool:
-        """Within a task: every `every_epochs` epochs, and at the first epoch end `every_minutes`
-        after the last checkpoint (a big model's per-epoch checkpoints would cost more than the
-        epochs). Every rank decides alike: rank 0's clock is the one that counts."""
-        by_epoch = bool(self.every_epochs) and (epoch + 1) % self.every_epochs == 0
-        by_time = bool(self.every_seconds) and time.monotonic() - self.last_saved >= self.every_seconds
-        if self.ranks.active:
-            by_time = self.ranks.any(by_time if self.ranks.leader else False, self.device)
-        return by_epoch or by_time
-
-    def save_checkpoint(self, order: torch.Tensor | None = None) -> None:
-        self.last_saved = time.monotonic()
-        if not self.ranks.leader:
-            return
-        mid_stage = self.optimizer is not None and not self.position.fresh
-        checkpoint.save(
-            self.out_dir,
+    def save(self, optimizer=None, scaler=None, order: torch.Tensor | None = None) -> None:
+        self.progress.save(
             {
-                "position": position_dict(self.position),
                 "config": self.results.config,
                 "task_sizes": list(self.model.task_sizes),
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict() if mid_stage else None,
-                "scaler": self.scaler.state_dict() if mid_stage and self.scaler.is_enabled() else None,
-                "order": order,
                 "method": self.method.state_dict(),
                 "memory": self.memory.state_dict(),
                 "results": self.results.state_dict(),
-                "rng": rng_state(self.generator),
+                "rng": checkpoint.rng_state(self.benchmark.generator),
             },
+            optimizer,
+            scaler,
+            order,
         )
 
     def restore(self, state: dict) -> None:
-        """Continue from a checkpoint written by `save_checkpoint`."""
+        """Continue from a checkpoint written by `save`."""
         for size in state["task_sizes"]:
             self.model.add_head(size)
         self.model.load_state_dict(state["model"])
-        self.method.load_state_dict(state["method"])
+        self.method.load_state_dict(state["method"], self.model)
         self.memory.load_state_dict(state["memory"], self.device)
         self.results.load_state_dict(state["results"])
-        set_rng_state(state["rng"], self.generator)
-        self.position = Position(**state["position"])
-        if state["optimizer"] is not None:
-            self.pending = {
-                "optimizer": state["optimizer"],
-                "order": state["order"],
-                "scaler": state.get("scaler"),
-            }
+        checkpoint.set_rng_state(state["rng"], self.benchmark.generator)
+        self.progress.restore(state)

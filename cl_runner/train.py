@@ -18,22 +18,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner import checkpoint, distributed
-from cl_runner.config import build, run_choices, validate
+from cl_runner.config import run_choices, validate
+from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.build import load_splits
-from cl_runner.data.images import ImageSet, Splits
 from cl_runner.data.loader import Augment
 from cl_runner.data.memory import ExemplarMemory
-from cl_runner.data.schedule import make_schedule, remap_labels
+from cl_runner.data.schedule import make_schedule
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError, UserError
+from cl_runner.instantiate import build
 from cl_runner.loggers import Loggers
 from cl_runner.loggers.console import ConsoleLogger
 from cl_runner.loggers.files import FileLogger
 from cl_runner.loggers.plots import PlotLogger
-from cl_runner.methods.sd import SelfDistillation
 from cl_runner.paths import config_dir
 from cl_runner.precision import configure_backends, select_device
-from cl_runner.preflight import RANK_FOLDER_PREFIX, check_overrides, resume_arguments, torchrun_arguments
+from cl_runner.preflight import RANK_FOLDER_PREFIX, command_line, full_error, hydra_errors
 from cl_runner.results import Results
 from cl_runner.runner import Interrupted, Runner
 
@@ -45,15 +45,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def prepare_data(splits: Splits, order: list[int], device: torch.device) -> Splits:
-    """Labels remapped to class-order positions; images and labels moved to the device once."""
-
-    def prepare(part: ImageSet) -> ImageSet:
-        return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device))
-
-    return Splits(prepare(splits.train), prepare(splits.test))
 
 
 def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict) -> Loggers:
@@ -87,7 +78,6 @@ def build_runner(
     order, tasks = make_schedule(
         cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed, cfg.get("class_order")
     )
-    data = prepare_data(splits, order, device)
     augment = Augment(
         cfg.dataset.mean,
         cfg.dataset.std,
@@ -96,11 +86,11 @@ def build_runner(
         channels_last=settings.channels_last,
         brightness=cfg.dataset.augment.get("brightness", 0.0),
     )
+    benchmark = Benchmark.on_device(splits, order, tasks, augment, cfg.seed, device)
 
     backbone = build(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
     method = build(cfg.method)
-    if cfg.sd.enabled:
-        method = SelfDistillation(method, cfg.sd.T, cfg.sd.kl_weight, cfg.sd.mmd_weight, cfg.sd.noise_std)
+    addons = [build(cfg.addon)] if cfg.get("addon") else []
     model = method.network(backbone).to(device)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
@@ -114,11 +104,12 @@ def build_runner(
     results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
     logger = build_loggers(cfg.logger, out_dir, resolved, results.choices) if ranks.leader else Loggers()
     log.info("class order: %s", order)
+    progress = checkpoint.Progress(
+        out_dir, cfg.checkpoint.every_epochs, cfg.checkpoint.every_minutes, ranks, device
+    )
     runner = Runner(
-        model, method, memory, data, tasks, settings, augment, device, cfg.seed, results, logger,
-        out_dir=out_dir, every_epochs=cfg.checkpoint.every_epochs,
-        every_minutes=cfg.checkpoint.every_minutes, ranks=ranks,
-    )  # fmt: skip
+        model, method, memory, benchmark, settings, device, results, logger, progress, ranks, addons
+    )
     if saved is not None:
         runner.restore(saved)
         log.info("resumed at %s", saved["position"])
@@ -183,7 +174,7 @@ def reported_errors(ranks: Ranks, building: bool):
     try:
         yield
     except UserError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error():
             raise
         if ranks.leader:
             print(f"cl-run: error: {error}", file=sys.stderr)
@@ -201,10 +192,9 @@ def reported_errors(ranks: Ranks, building: bool):
 
 
 def main() -> None:
-    sys.argv[1:] = resume_arguments(sys.argv[1:])
-    check_overrides(sys.argv[1:], Path(CONFIG_DIR))
-    sys.argv[1:] = torchrun_arguments(sys.argv[1:], distributed.from_environment())
-    _hydra_main()
+    sys.argv[1:] = command_line(sys.argv[1:], Path(CONFIG_DIR), distributed.from_environment())
+    with hydra_errors():
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ case $table in
     sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)
     [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; } ;;
   lwf_mas_cifar100)
-    sweep=(experiment=lwf_cifar100_10steps,mas_cifar100_10steps)
+    sweep=(experiment=lwf_cifar100_b0_10,mas_cifar100_b0_10)
     shrink=(backbone=resnet20) ;;
   sd_cifar100)
-    sweep=(experiment=sd_cifar100_resnet18 sd.enabled=true,false)
+    sweep=(experiment=sd_cifar100_b0_1 method=sd,finetune)
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20) ;;
   *) usage ;;
 esac

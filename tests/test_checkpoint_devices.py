@@ -28,7 +28,7 @@ KINDS = {
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_checkpoint_kind_loads_with_tensors_on_another_device(tmp_path, kind):
     runner = build_runner(make_cfg(*TINY, "steps=2", *KINDS[kind]), tmp_path)
-    runner.learn(runner.tasks[0])  # writes a checkpoint after the task
+    runner.learn(runner.benchmark.tasks[0])  # writes a checkpoint after the task
     on_cpu = checkpoint.load(tmp_path, torch.device("cpu"))
     moved = checkpoint.load(tmp_path, torch.device("meta"))
     weights = [v for v in moved["model"].values() if torch.is_tensor(v)]

@@ -69,11 +69,11 @@ def test_dataset_root_override_reaches_the_loader(tmp_path):
 
 
 def test_sd_preset_composes_to_the_single_task_resnet18_setting():
-    cfg = make_cfg("experiment=sd_cifar100_resnet18")
-    assert cfg.steps == 1 and cfg.sd.enabled is True
+    cfg = make_cfg("experiment=sd_cifar100_b0_1")
+    assert cfg.steps == 1 and cfg.addon._target_.endswith("SelfDistillation")
     assert cfg.backbone._target_.endswith("resnet18") and cfg.backbone.stem == "cifar"
     assert cfg.dataset.num_classes == 100 and cfg.train.epochs == 200
-    assert make_cfg("experiment=sd_cifar100_resnet18", "sd.enabled=false").sd.enabled is False
+    assert make_cfg("experiment=sd_cifar100_b0_1", "method=finetune").get("addon") is None
 
 
 def test_run_on_cifar100_files(tmp_path):

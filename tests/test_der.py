@@ -25,12 +25,12 @@ def same(a: dict, b: dict) -> bool:
 
 def test_old_extractors_stay_bit_identical(tmp_path):
     runner = build_runner(make_cfg(*DER_TINY), tmp_path)
-    runner.learn(runner.tasks[0])
+    runner.learn(runner.benchmark.tasks[0])
     first = states(runner.model.extractors[0])
-    runner.learn(runner.tasks[1])
+    runner.learn(runner.benchmark.tasks[1])
     second = states(runner.model.extractors[1])
     assert same(states(runner.model.extractors[0]), first)  # weights and BatchNorm statistics
-    runner.learn(runner.tasks[2])
+    runner.learn(runner.benchmark.tasks[2])
     assert same(states(runner.model.extractors[0]), first)
     assert same(states(runner.model.extractors[1]), second)
     assert not same(states(runner.model.extractors[2]), second)  # the new one learnt
@@ -100,7 +100,7 @@ def test_balanced_stage_uses_new_data_plus_the_old_memory_and_moves_only_the_cla
     import cl_runner.methods.der as der_module
 
     runner = build_runner(make_cfg(*DER_TINY, "memory.size=20"), tmp_path)
-    runner.learn(runner.tasks[0])
+    runner.learn(runner.benchmark.tasks[0])
     memory_before = sorted(runner.memory.indices().tolist())  # 20 exemplars of 2 classes
     drawn, calls = [], []
     original_subset, original_retrain = der_module.balanced_subset, runner.method.retrain_classifier
@@ -120,7 +120,7 @@ def test_balanced_stage_uses_new_data_plus_the_old_memory_and_moves_only_the_cla
                       same(states(model.classifier), before)))  # fmt: skip
 
     runner.method.retrain_classifier = spy
-    runner.learn(runner.tasks[1])
+    runner.learn(runner.benchmark.tasks[1])
     ((counts, extractors_unchanged, classifier_unchanged),) = calls
     assert counts == [10, 10, 20, 20]  # memory of task 0 (2 x 10) + task 1's data (2 x 20)
     (labels,) = drawn
@@ -177,8 +177,8 @@ def test_params_grow_by_one_extractor_per_task_and_pruning_keeps_fewer(tmp_path)
 def test_without_pruning_there_are_no_masks(tmp_path):
     runner = build_runner(make_cfg(*DER_TINY, "method.prune=false"), tmp_path)
     assert runner.model.masks is None
-    runner.learn(runner.tasks[0])
-    runner.learn(runner.tasks[1])
+    runner.learn(runner.benchmark.tasks[0])
+    runner.learn(runner.benchmark.tasks[1])
     step = runner.results.steps[-1]
     assert step["params"] == step["params_unpruned"]
     assert runner.model.extractors[0].feature_dim == runner.model.dense_dim

@@ -186,7 +186,7 @@ def test_masks_need_a_backbone_with_a_channel_plan(tmp_path):
 def test_sparsity_weight_controls_how_much_is_pruned(tmp_path):
     def pruned_params(weight: float) -> int:
         runner = build_runner(make_cfg(*DER_TINY, f"method.sparsity_weight={weight}"), tmp_path / str(weight))
-        runner.learn(runner.tasks[0])
+        runner.learn(runner.benchmark.tasks[0])
         return runner.results.steps[0]["params"]
 
     unpruned = sum(p.numel() for p in resnet20(3).parameters())

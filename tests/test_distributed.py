@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_runner import distributed
+from cl_runner.data.batch import Batch
 from cl_runner.data.loader import Augment, DeviceLoader
 from cl_runner.distributed import Ranks, use_global_batchnorm
-from cl_runner.methods.base import Batch
 from cl_runner.train import build_runner, train
 
 from .conftest import cl_run, make_cfg
@@ -196,7 +196,7 @@ METHODS = {
     # herding memory, a new extractor per task, the auxiliary loss, classifier re-training
     "der": ["method=der", "memory.size=60", "method.balanced_epochs=2", "method.prune=false"],
     # the head warm-up stage, a teacher, exemplars
-    "lwf": ["method=lwf", "memory.size=60", "method.warmup_epochs=1"],
+    "lwf": ["method=lwf", "memory.size=60", "method.head_epochs=1"],
     # importance after each task (looked up by parameter name) and the proximal update after each step
     "mas": ["method=mas"],
 }

@@ -229,7 +229,7 @@ def test_sd_draws_two_independent_views_from_file_data(tmp_path):
     write_imagenet(tmp_path / "data", texture=True)
     cfg = make_cfg("dataset=imagenet", f"dataset.root={tmp_path / 'data'}", *FOLDER_TINY, "method=sd")
     runner = build_runner(cfg, tmp_path / "run")
-    batch = next(iter(runner.training_data(runner.tasks[0])))
+    batch = next(iter(runner.training_data(runner.benchmark.tasks[0])))
     assert batch.images.shape[1:] == (2, 3, 32, 32)  # n, views, C, H, W
     x_a, x_b = batch.view(), batch.view()
     assert x_a.shape == (len(batch.labels), 3, 32, 32) and not torch.equal(x_a, x_b)

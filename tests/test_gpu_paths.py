@@ -103,11 +103,13 @@ def test_float16_training_goes_through_the_gradient_scaler(tmp_path, monkeypatch
     steps = []
     original = torch.amp.GradScaler.step
     monkeypatch.setattr(
-        torch.amp.GradScaler, "step", lambda self, opt: steps.append(self.get_scale()) or original(self, opt)
+        torch.amp.GradScaler,
+        "step",
+        lambda self, opt: steps.append((self.is_enabled(), self.get_scale())) or original(self, opt),
     )
-    runner.learn(runner.tasks[0])
-    assert runner.amp_dtype == torch.float16 and runner.scaler.is_enabled()
-    assert steps and all(scale > 1 for scale in steps)  # the loss was scaled up
+    runner.learn(runner.benchmark.tasks[0])
+    assert runner.amp_dtype == torch.float16
+    assert steps and all(enabled and scale > 1 for enabled, scale in steps)  # the loss was scaled up
     assert runner.results.steps[0]["seen_acc"] > 0
 
 
@@ -160,14 +162,21 @@ def test_checkpoints_within_a_task_are_time_based_by_default(tmp_path, monkeypat
     cfg = make_cfg(*TINY)
     assert (cfg.checkpoint.every_minutes, cfg.checkpoint.every_epochs) == (10, 0)
     runner = build_runner(cfg, tmp_path)
+    progress = runner.progress
     now = [1000.0]
-    monkeypatch.setattr("cl_runner.runner.time.monotonic", lambda: now[0])
-    runner.save_checkpoint()
+    monkeypatch.setattr("cl_runner.checkpoint.time.monotonic", lambda: now[0])
+    runner.save()
+    progress.begin_task(0, "main")
+    progress.end_epoch()
     now[0] += 599
-    assert not runner.checkpoint_due(epoch=0)
+    assert not progress.due()
     now[0] += 2
-    assert runner.checkpoint_due(epoch=0)
-    runner.save_checkpoint()  # the clock restarts
-    assert not runner.checkpoint_due(epoch=1)
-    runner.every_epochs = 3
-    assert runner.checkpoint_due(epoch=2) and not runner.checkpoint_due(epoch=3)
+    assert progress.due()
+    runner.save()  # the clock restarts
+    progress.end_epoch()
+    assert not progress.due()
+    progress.every_epochs = 3
+    progress.end_epoch()  # 3 epochs done
+    assert progress.due()
+    progress.end_epoch()
+    assert not progress.due()

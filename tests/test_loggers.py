@@ -132,7 +132,12 @@ def test_disabled_mode_makes_no_run(tmp_path):
     assert not (tmp_path / "wandb").exists()
 
 
-def test_plot_logger_writes_nothing_twice_after_failure(tmp_path):
+def test_plot_logger_warns_once_and_then_stays_off(tmp_path, caplog, monkeypatch):
     logger = PlotLogger(tmp_path / "missing-folder")
     logger.run_end(type("R", (), {})())  # not Results: fails, warns, turns itself off
     assert logger.failed
+    assert sum("plots not written" in r.message for r in caplog.records) == 1
+    calls = []
+    monkeypatch.setattr("cl_runner.loggers.plots.save_plots", lambda *args: calls.append(args))
+    logger.run_end(type("R", (), {})())  # the second call does not try again, nor warn again
+    assert calls == [] and sum("plots not written" in r.message for r in caplog.records) == 1

@@ -119,13 +119,13 @@ def test_with_exemplars_ce_covers_all_seen_classes():
 
 def test_teacher_is_frozen_and_never_changes(tiny_cfg, tmp_path):
     runner = build_runner(tiny_cfg("method=lwf", "steps=2", "train.epochs=2"), tmp_path)
-    runner.learn(runner.tasks[0])
-    runner.model.add_head(runner.tasks[1].size)
-    runner.method.before_task(runner.tasks[1], runner.model, runner.memory)
+    runner.learn(runner.benchmark.tasks[0])
+    runner.model.add_head(runner.benchmark.tasks[1].size)
+    runner.method.before_task(runner.benchmark.tasks[1], runner.model, runner.memory)
     teacher = runner.method.teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = [p.clone() for p in runner.model.backbone.parameters()]
-    runner.train(runner.tasks[1], runner.training_data(runner.tasks[1]))
+    runner.train(runner.benchmark.tasks[1], runner.training_data(runner.benchmark.tasks[1]))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     for key, value in teacher.state_dict().items():  # weights and BatchNorm statistics
         assert torch.equal(value, before[key]), key
@@ -134,37 +134,37 @@ def test_teacher_is_frozen_and_never_changes(tiny_cfg, tmp_path):
     )
 
 
-def test_warmup_trains_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp_path):
-    runner = build_runner(tiny_cfg("method=lwf", "method.warmup_epochs=2", "steps=2"), tmp_path)
-    runner.learn(runner.tasks[0])
+def test_head_epochs_train_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp_path):
+    runner = build_runner(tiny_cfg("method=lwf", "method.head_epochs=2", "steps=2"), tmp_path)
+    runner.learn(runner.benchmark.tasks[0])
     extractor = lambda: [t.clone() for t in runner.model.backbone.state_dict().values()]  # noqa: E731
-    calls, original = [], runner.run_epochs
+    calls, original = [], runner.run_stage
 
     backbone = list(runner.model.backbone.parameters())
     old_head = list(runner.model.heads[0].parameters())
 
-    def spy(task, data, model, params, stage, epochs):
+    def spy(task, data, model, params, stage):
         before = extractor()
         for p in backbone + old_head:
             p.grad = None
         trainable = [p.requires_grad for p in backbone + old_head]
-        original(task, data, model, params, stage, epochs)
+        original(task, data, model, params, stage)
         unchanged = all(torch.equal(a, b) for a, b in zip(before, extractor(), strict=True))
         # no gradient reached the frozen parameters: nothing flowed back through the extractor
         untouched = all(p.grad is None for p in backbone + old_head)
-        calls.append((epochs, {id(p) for p in params}, runner.model.training, stage, unchanged,
+        calls.append((stage.epochs, {id(p) for p in params}, runner.model.training, stage.name, unchanged,
                       any(trainable), untouched))  # fmt: skip
 
-    runner.run_epochs = spy
-    runner.learn(runner.tasks[1])
+    runner.run_stage = spy
+    runner.learn(runner.benchmark.tasks[1])
     head_ids = {id(p) for p in runner.model.heads[-1].parameters()}
     # Stage 1: 2 epochs, new head only, extractor in eval mode and frozen (requires_grad off, no
     # gradient computed for it), weights and BN statistics untouched.
-    assert calls[0] == (2, head_ids, False, "warmup", True, False, True)
+    assert calls[0] == (2, head_ids, False, "head", True, False, True)
     # Stage 2: the configured epochs, every parameter, train mode, extractor moves.
     epochs, params, training, _, unchanged, trainable, untouched = calls[1]
     assert epochs == 1 and training and params > head_ids and not unchanged and trainable and not untouched
-    assert all(p.requires_grad for p in backbone)  # unfrozen after the warm-up
+    assert all(p.requires_grad for p in backbone)  # unfrozen after the head-only stage
 
 
 def test_lwf_runs_with_exemplars(tiny_cfg, tmp_path):

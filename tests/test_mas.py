@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cl_runner.data.batch import Batch, TaskData
 from cl_runner.data.loader import DeviceLoader
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
-from cl_runner.methods.base import Batch, TaskData
 from cl_runner.methods.mas import MAS
 from cl_runner.models import IncrementalNet
 from cl_runner.models.resnet_cifar import resnet20
@@ -90,7 +90,10 @@ def test_momentum_sgd_reaches_the_papers_fixed_point(omega):
             continue
         model = Scalar(0.5)
         mas = MAS(lamb=lamb, update=update)
-        mas.omega, mas.anchor = {"theta": torch.tensor([omega])}, {"theta": torch.tensor([anchor])}
+        mas.penalty.omega, mas.penalty.anchor = (
+            {"theta": torch.tensor([omega])},
+            {"theta": torch.tensor([anchor])},
+        )
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         for _ in range(3000):
             loss = 0.5 * a * (model.theta - c).pow(2).sum()
@@ -123,8 +126,8 @@ def test_penalty_is_zero_at_anchor_and_its_gradient_is_2_lambda_omega_delta():
     net = linear_net([[1.0, 2.0], [3.0, 4.0]])
     mas = MAS(lamb=0.7)
     params = dict(net.named_parameters())
-    mas.omega = {name: torch.rand_like(p) for name, p in params.items()}
-    mas.anchor = {name: p.detach().clone() for name, p in params.items()}
+    mas.penalty.omega = {name: torch.rand_like(p) for name, p in params.items()}
+    mas.penalty.anchor = {name: p.detach().clone() for name, p in params.items()}
     assert mas.penalty(net).item() == 0.0
     delta = {name: torch.randn_like(p) for name, p in params.items()}
     with torch.no_grad():
@@ -132,7 +135,7 @@ def test_penalty_is_zero_at_anchor_and_its_gradient_is_2_lambda_omega_delta():
             p.add_(delta[name])
     (mas.lamb * mas.penalty(net)).backward()
     for name, p in params.items():
-        assert torch.allclose(p.grad, 2 * 0.7 * mas.omega[name] * delta[name], atol=1e-6)
+        assert torch.allclose(p.grad, 2 * 0.7 * mas.penalty.omega[name] * delta[name], atol=1e-6)
 
 
 @pytest.mark.parametrize("accumulate, expected", [("sum", 1.0 + 3.0), ("alpha", 0.25 * 1.0 + 0.75 * 3.0)])
@@ -150,8 +153,8 @@ def test_importance_accumulates_over_tasks(accumulate, expected, monkeypatch):
     mas.after_task(TASK0, net, None, None)
     net.add_head(1)  # a later head: no importance yet
     mas.after_task(TASK0, net, None, None)
-    assert torch.allclose(mas.omega["heads.0.weight"], torch.full((1, 2), expected))
-    assert set(mas.anchor) == {
+    assert torch.allclose(mas.penalty.omega["heads.0.weight"], torch.full((1, 2), expected))
+    assert set(mas.penalty.anchor) == {
         "backbone.anchor",
         "heads.0.weight",
         "heads.0.bias",
@@ -166,17 +169,17 @@ def test_anchor_is_a_copy():
     mas.after_task(TASK0, net, None, task_data(torch.zeros(2, 2, 1, 1, dtype=torch.uint8), 2))
     with torch.no_grad():
         net.heads[0].weight.add_(1.0)
-    assert torch.equal(mas.anchor["heads.0.weight"], torch.tensor([[1.0, 2.0]]))
+    assert torch.equal(mas.penalty.anchor["heads.0.weight"], torch.tensor([[1.0, 2.0]]))
 
 
 def _drift_on_second_task(tiny_cfg, tmp_path, lamb: float) -> float:
     runner = build_runner(
         tiny_cfg("method=mas", "steps=2", "train.epochs=2", f"method.lamb={lamb}"), tmp_path
     )
-    runner.learn(runner.tasks[0])
+    runner.learn(runner.benchmark.tasks[0])
     anchor = {n: p.detach().clone() for n, p in runner.model.backbone.named_parameters()}
-    runner.learn(runner.tasks[1])
-    assert set(runner.method.omega) >= {f"backbone.{n}" for n in anchor}
+    runner.learn(runner.benchmark.tasks[1])
+    assert set(runner.method.penalty.omega) >= {f"backbone.{n}" for n in anchor}
     return sum((p - anchor[n]).pow(2).sum().item() for n, p in runner.model.backbone.named_parameters())
 
 
@@ -190,14 +193,16 @@ def test_proximal_step_is_the_exact_minimiser():
     net = linear_net([[1.0, 2.0]])
     mas = MAS(lamb=2.0)
     weight = net.heads[0].weight
-    mas.omega = {"heads.0.weight": torch.tensor([[0.5, 3.0]])}
-    mas.anchor = {"heads.0.weight": torch.tensor([[0.0, 1.0]])}
+    mas.penalty.omega = {"heads.0.weight": torch.tensor([[0.5, 3.0]])}
+    mas.penalty.anchor = {"heads.0.weight": torch.tensor([[0.0, 1.0]])}
     mas.after_step(net, lr=0.1, momentum=0.0)
     # theta* + (theta - theta*) / (1 + 2 lr lambda Omega): 0 + 1/1.2 and 1 + 1/2.2
     assert torch.allclose(weight.detach(), torch.tensor([[1 / 1.2, 1 + 1 / 2.2]]))
     # It minimises lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 lr): the gradient there is zero.
     t = weight.detach().clone().requires_grad_(True)
-    objective = 2.0 * (mas.omega["heads.0.weight"] * (t - mas.anchor["heads.0.weight"]).pow(2)).sum()
+    objective = (
+        2.0 * (mas.penalty.omega["heads.0.weight"] * (t - mas.penalty.anchor["heads.0.weight"]).pow(2)).sum()
+    )
     objective = objective + ((t - torch.tensor([[1.0, 2.0]])).pow(2) / 0.2).sum()
     objective.backward()
     assert torch.allclose(t.grad, torch.zeros(1, 2), atol=1e-5)
@@ -208,8 +213,8 @@ def test_gradient_update_backpropagates_the_penalty_and_proximal_does_not():
     batch = make_batch([[255, 0]], [0], ONE_CLASS)
     for update, expect_penalty_grad in (("gradient", True), ("proximal", False)):
         mas = MAS(lamb=1.0, update=update)
-        mas.omega = {"heads.0.weight": torch.ones(1, 2)}
-        mas.anchor = {"heads.0.weight": torch.zeros(1, 2)}
+        mas.penalty.omega = {"heads.0.weight": torch.ones(1, 2)}
+        mas.penalty.anchor = {"heads.0.weight": torch.zeros(1, 2)}
         net.zero_grad()
         loss, parts = mas.training_loss(batch, net)
         assert parts["mas"].item() == pytest.approx(5.0)  # 1^2 + 2^2
@@ -241,15 +246,16 @@ def _resnet_with_importance() -> tuple[IncrementalNet, MAS]:
     net = IncrementalNet(resnet20(1))
     net.add_head(3)
     mas = MAS(lamb=1.0)
-    mas.omega = {n: torch.rand_like(p) for n, p in net.named_parameters()}
-    mas.anchor = {n: p.detach() + 0.1 for n, p in net.named_parameters()}
+    mas.penalty.omega = {n: torch.rand_like(p) for n, p in net.named_parameters()}
+    mas.penalty.anchor = {n: p.detach() + 0.1 for n, p in net.named_parameters()}
     return net, mas
 
 
 def test_proximal_step_is_three_multi_tensor_kernels_whatever_the_number_of_tensors():
     net, mas = _resnet_with_importance()
-    assert len(mas.omega) > 50  # 65 parameter tensors: ~200 kernels one at a time
-    reference = {n: (mas.anchor[n] + (p - mas.anchor[n]) / (1 + 2 * 1.0 * mas.omega[n])).detach()
+    assert len(mas.penalty.omega) > 50  # 65 parameter tensors: ~200 kernels one at a time
+    omega, anchor = mas.penalty.omega, mas.penalty.anchor
+    reference = {n: (anchor[n] + (p - anchor[n]) / (1 + 2 * 1.0 * omega[n])).detach()
                  for n, p in net.named_parameters()}  # fmt: skip
     mas.after_step(net, lr=0.1, momentum=0.9)  # eta = 1; builds the per-epoch terms
     for n, p in net.named_parameters():

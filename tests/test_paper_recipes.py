@@ -8,7 +8,7 @@ from cl_runner.config import train_settings, validate
 from cl_runner.data.loader import random_brightness
 from cl_runner.data.schedule import make_schedule
 from cl_runner.errors import ConfigError
-from cl_runner.runner import lr_factor
+from cl_runner.settings import lr_factor
 from cl_runner.train import build_runner
 
 from .conftest import TINY, make_cfg, options
@@ -118,9 +118,9 @@ def test_explicit_class_order_must_be_a_permutation():
 
 def _head0_after_second_task(tmp_path, *overrides):
     runner = build_runner(make_cfg(*TINY, "steps=2", *overrides), tmp_path)
-    runner.learn(runner.tasks[0])
+    runner.learn(runner.benchmark.tasks[0])
     before = [p.detach().clone() for p in runner.model.heads[0].parameters()]
-    runner.learn(runner.tasks[1])
+    runner.learn(runner.benchmark.tasks[1])
     return all(torch.equal(a, b) for a, b in zip(before, runner.model.heads[0].parameters(), strict=True))
 
 

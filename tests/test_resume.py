@@ -23,7 +23,7 @@ SETTING = [
 ]  # fmt: skip
 METHODS = {
     "finetune": ["method=finetune"],
-    "lwf": ["method=lwf", "method.warmup_epochs=1", "memory.size=30"],
+    "lwf": ["method=lwf", "method.head_epochs=1", "memory.size=30"],
     "mas": ["method=mas"],
     "sd": ["method=sd"],
     "der": ["method=der", "memory.size=30", "method.balanced_epochs=2"],
@@ -159,7 +159,7 @@ def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", dies_mid_write)
     runner = build_runner(make_cfg(*TINY, "steps=2", "resume=true"), folder)
     with pytest.raises(OSError, match="disk full"):
-        runner.save_checkpoint()
+        runner.save()
     assert (folder / "checkpoint.pt").read_bytes() == before
     assert not [p for p in folder.iterdir() if p.name.startswith(".checkpoint.pt.")]
 

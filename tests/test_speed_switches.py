@@ -24,7 +24,7 @@ def train_one_task(tmp_path, *switches: str, spy=None):
             return original(batch, model)
 
         runner.method.training_loss = recording
-    runner.learn(runner.tasks[0])
+    runner.learn(runner.benchmark.tasks[0])
     return runner
 
 
@@ -41,7 +41,8 @@ def test_channels_last_feeds_nhwc_and_learns_the_same_weights(tmp_path):
     # Same weights, same batch: NHWC gives the NCHW loss and gradients up to float rounding. (Whole
     # runs are not compared: this tiny float32 network turns 3e-8 into 4e-2 within seven steps.)
     model = nhwc.model.train()
-    x, y = nhwc.augment.normalize(nhwc.data.train.images[:64]), nhwc.data.train.labels[:64]
+    train = nhwc.benchmark.train
+    x, y = nhwc.benchmark.augment.normalize(train.images[:64]), train.labels[:64]
 
     def loss_and_grads(memory_format):
         model.to(memory_format=memory_format).zero_grad()
@@ -61,7 +62,7 @@ def test_amp_runs_convolutions_in_bfloat16_and_stays_close(tmp_path):
     dtypes = []
     amp = build_runner(make_cfg(*BASE, "train.amp=true", "train.epochs=10"), tmp_path / "amp")
     hook = amp.model.backbone.conv1.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-    amp.learn(amp.tasks[0])
+    amp.learn(amp.benchmark.tasks[0])
     hook.remove()
     assert dtypes and dtypes[0] == torch.bfloat16  # the training forward runs under autocast
     assert all(v.dtype == torch.float32 for v in amp.model.state_dict().values() if v.is_floating_point())
@@ -70,8 +71,8 @@ def test_amp_runs_convolutions_in_bfloat16_and_stays_close(tmp_path):
     assert abs(amp.results.steps[0]["seen_acc"] - plain.results.steps[0]["seen_acc"]) <= 15
 
     # One batch, same weights: the bf16 loss and gradients match float32 to bf16's precision.
-    model, test = amp.model.train(), amp.data.test
-    x, y = amp.augment.normalize(test.images[:64]), test.labels[:64]
+    model, test = amp.model.train(), amp.benchmark.test
+    x, y = amp.benchmark.augment.normalize(test.images[:64]), test.labels[:64]
 
     def loss_and_grads(enabled: bool):
         model.zero_grad()
@@ -95,8 +96,8 @@ def test_compile_trains_a_compiled_module_that_computes_what_eager_does(tmp_path
 
     # Same weights, same batch (the training batch size: no recompilation): same loss and gradients.
     compiled, eager = compiled_models[0], runner.model.train()
-    x = runner.augment.normalize(runner.data.train.images[:32])
-    y = runner.data.train.labels[:32]
+    x = runner.benchmark.augment.normalize(runner.benchmark.train.images[:32])
+    y = runner.benchmark.train.labels[:32]
 
     def loss_and_grads(model):
         eager.zero_grad()
@@ -148,8 +149,8 @@ def test_mas_finds_its_importance_by_name_through_the_compiled_model(tmp_path, e
     logged = []
     epoch_end = runner.logger.epoch_end
     runner.logger.epoch_end = lambda task, epoch, stats: logged.append(stats) or epoch_end(task, epoch, stats)
-    runner.learn(runner.tasks[0])
-    runner.learn(runner.tasks[1])
+    runner.learn(runner.benchmark.tasks[0])
+    runner.learn(runner.benchmark.tasks[1])
     assert "mas" not in logged[0] and logged[-1]["mas"] > 0  # the penalty is computed at task 1
 
 

@@ -111,7 +111,7 @@ def test_requeued_job_continues_its_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(Crash):
         runner.run()
     requeued = build_runner(make_cfg(*SETTING, "resume=auto"), folder)
-    assert requeued.position.task == 1 and requeued.position.epoch == 2
+    assert requeued.progress.position.task == 1 and requeued.progress.position.epoch == 2
     requeued.run()
     requeued.logger.run_end(requeued.results)
     assert numbers(folder) == expected

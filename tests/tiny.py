@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
+from cl_runner.data.batch import Batch
 from cl_runner.data.loader import Augment
 from cl_runner.data.schedule import Task
-from cl_runner.methods.base import Batch
 from cl_runner.models import IncrementalNet
 
 

@@ -2,9 +2,9 @@
 
 from omegaconf import DictConfig
 
-from cl_runner.config import build
 from cl_runner.data.images import Splits
 from cl_runner.errors import ConfigError
+from cl_runner.instantiate import build
 
 
 def load_splits(dataset: DictConfig) -> Splits:

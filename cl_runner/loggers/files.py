@@ -3,24 +3,11 @@
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from cl_runner.atomic import write_text
 from cl_runner.loggers import Logger
 from cl_runner.results import Results
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, then rename: readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def csv_text(results: Results) -> str:
@@ -42,10 +29,10 @@ class FileLogger(Logger):
     def __init__(self, out_dir: Path, config_yaml: str):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out_dir / "config.yaml", config_yaml)
+        write_text(self.out_dir / "config.yaml", config_yaml)
 
     def task_end(self, results: Results):
-        write_atomic(self.out_dir / "metrics.json", json.dumps(results.to_dict(), indent=2))
-        write_atomic(self.out_dir / "metrics.csv", csv_text(results))
+        write_text(self.out_dir / "metrics.json", json.dumps(results.to_dict(), indent=2))
+        write_text(self.out_dir / "metrics.csv", csv_text(results))
 
     run_end = task_end

@@ -11,8 +11,9 @@ import netrc
 import os
 from pathlib import Path
 
+from cl_runner.labels import KINDS, group_name
 from cl_runner.loggers import Logger
-from cl_runner.results import KINDS, Results
+from cl_runner.results import Results
 
 log = logging.getLogger("cl_runner")
 
@@ -34,9 +35,7 @@ def resolve_mode(mode: str) -> str:
 
 def run_identity(choices: dict, config: dict) -> dict:
     """group = everything but the seed; name = group + seed; tags = the picked configs."""
-    method, dataset = choices.get("method", "run"), choices.get("dataset", "data")
-    base = config.get("init_classes") or 0
-    group = f"{method}-{dataset}-B{base}-{config.get('steps')}steps"
+    group = group_name(choices, config)
     return {
         "group": group,
         "name": f"{group}-seed{config.get('seed')}",

@@ -97,7 +97,7 @@ class DER(Method):
         masks = model.masks
         if masks is not None:
             masks.set_scale(mask_scale(batch.index, batch.count, self.s_max))
-        out = model(batch.view())
+        out = batch.forward(model).outputs
         loss = ce = self.classification_loss(out["logits"], batch)
         parts = {"ce": ce.detach()}
         if "aux_logits" in out:
@@ -125,12 +125,7 @@ class DER(Method):
     @torch.enable_grad()
     def retrain_classifier(self, model: ExpandableNet, data: TaskData) -> None:
         """SGD on a reset classifier alone over the class-balanced data, logits divided by T."""
-        loader = data.loader
-        keep = balanced_subset(loader.labels, data.generator)
-        balanced = type(loader)(
-            loader.images[keep], loader.labels[keep], self.balanced_batch_size, True, data.generator
-        )
-        stage = TaskData(balanced, data.task, data.augment, data.generator, data.rehearsal)
+        stage = data.subset(balanced_subset(data.labels, data.generator), self.balanced_batch_size)
         model.reset_classifiers(data.generator, aux=False)
         classifier = model.classifier
         optimizer = torch.optim.SGD(

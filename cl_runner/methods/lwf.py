@@ -10,8 +10,8 @@ with T = 2 and lambda_o = 1, and no T^2 factor (the paper, FACIL and PyCIL have 
 heads are distilled together (one softmax over their concatenated logits, as FACIL and PyCIL
 do in class-IL). L_new is the new head's cross-entropy; with exemplars in the training data it
 covers all seen logits, since old-class labels have no place in the new head (`all_logits`
-forces that always). `warmup_epochs` first trains the new head alone with the extractor frozen
-(the paper's warm-up step).
+forces that always). `head_epochs` first trains the new head alone with the rest frozen (the
+paper's warm-up step).
 """
 
 import copy
@@ -24,25 +24,28 @@ from cl_runner.methods.base import Batch, Method, require
 from cl_runner.methods.losses import modified_cross_entropy
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 class LwF(Method):
-    def __init__(self, lamb: float = 1.0, T: float = 2.0, warmup_epochs: int = 0, all_logits: bool = False):
+    def __init__(self, lamb: float = 1.0, T: float = 2.0, head_epochs: int = 0, all_logits: bool = False):
         require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
         require(T > 0, f"method.T={T} is invalid: expected a number > 0")
-        require(warmup_epochs >= 0, f"method.warmup_epochs={warmup_epochs} is invalid: expected >= 0")
-        self.lamb, self.T, self.head_warmup_epochs = lamb, T, warmup_epochs
-        self.all_logits = all_logits
+        require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
+        self.lamb, self.T, self.head_epochs, self.all_logits = lamb, T, head_epochs, all_logits
         self.teacher: nn.Module | None = None
 
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
-        if task.index == 0:
-            return
-        self.teacher = copy.deepcopy(model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        if task.index > 0:
+            self.teacher = frozen_copy(model)
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
-        x = batch.view()
-        logits = model(x)["logits"]
+        x, out = batch.forward(model)
+        logits = out["logits"]
         ce = self.classification_loss(logits, batch)
         if self.teacher is None:
             return ce, {"ce": ce.detach()}
@@ -53,7 +56,11 @@ class LwF(Method):
         return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
 
     def state_dict(self) -> dict:
-        return {"teacher": self.teacher}
+        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.teacher = state["teacher"]
+    def load_state_dict(self, state: dict, model: nn.Module) -> None:
+        # The teacher is a copy of the network at the task's start: the same heads as now.
+        self.teacher = None
+        if state["teacher"] is not None:
+            self.teacher = frozen_copy(model)
+            self.teacher.load_state_dict(state["teacher"])

@@ -5,83 +5,30 @@ network's output reacts to it, averaged over the task's training data (no labels
 
     Omega_ij = 1/N sum_k | d ||F(x_k; theta)||_2^2 / d theta_ij |                        (eq. 4 and 10)
 
-and training on later tasks adds
+and training on later tasks adds (penalty.py)
 
     L(theta) = L_new(theta) + lambda * sum_ij Omega_ij (theta_ij - theta*_ij)^2             (eq. 3)
 
-with theta* the parameters after task t. The objective is the paper's; `update` says how SGD meets
-the quadratic term. The official code adds 2*lambda*Omega*(theta - theta*) to the gradient before
-momentum (`update="gradient"`), which diverges once lr*2*lambda*Omega exceeds 2(1 + momentum):
-at this runner's learning rates Omega reaches the hundreds. `update="proximal"` (default) takes
-the SGD step on the task loss, then the exact minimiser of the penalty's proximal problem with
-the step size momentum SGD really takes, eta = lr / (1 - momentum):
+with theta* the parameters after task t. `update="gradient"` adds the penalty's gradient before
+momentum, as the official code does; it diverges once lr*2*lambda*Omega exceeds 2(1 + momentum).
+`update="proximal"` (default) takes the exact proximal step after the SGD step, with the step
+size momentum SGD really takes, eta = lr / (1 - momentum): its fixed point is the paper's,
+grad L + 2 lambda Omega (theta - theta*) = 0, and it is stable for any step size.
 
-    theta <- theta* + (theta - theta*) / (1 + 2 * eta * lambda * Omega)
-
-Its fixed point is the paper's, grad L + 2 lambda Omega (theta - theta*) = 0 (shrinking with lr
-alone would give a (1 - momentum)-times weaker penalty), and it is stable for any step size.
-
-`importance="batch"` takes |gradient of the batch sum| per batch, as the official code does
-(exact for batch size 1); `importance="sample"` takes exact per-sample gradients with torch.func
-(one batched vmap per batch, never a loop over samples). Importances accumulate over tasks by
-sum (the official code's `accumulate_reg_params`) or FACIL's fusion alpha*old + (1-alpha)*new.
-F is the output of the task's own head (`output="task"`), as in the official code, which computes
-each task's Omega with that task's head on that task's data; Omega covers every parameter,
-heads included. `output="all"` takes all seen logits instead (FACIL).
+`importance`: "batch" takes |gradient of the batch sum| per batch (the official code), "sample"
+exact per-sample gradients. Importances accumulate over tasks by sum (the official
+`accumulate_reg_params`) or FACIL's alpha*old + (1-alpha)*new. F is the task's own head
+(`output="task"`, the official code) or all seen logits (`output="all"`, FACIL); Omega covers
+every parameter, heads included.
 """
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, TaskData, require
-
-
-def batch_importance(model: nn.Module, data, inputs, outputs: slice) -> dict[str, torch.Tensor]:
-    """(1/N) sum over batches of |d sum_{k in batch} ||F(x_k)||^2 / d theta|, F = logits[:, outputs]."""
-    params = dict(model.named_parameters())
-    omega = {name: torch.zeros_like(p) for name, p in params.items()}
-    count = 0
-    for batch in data.own_batches():
-        x = inputs(batch)
-        squared_norm = model(x)["logits"][:, outputs].pow(2).sum()
-        grads = torch.autograd.grad(squared_norm, list(params.values()), allow_unused=True)
-        for (name, _), g in zip(params.items(), grads, strict=True):
-            if g is not None:
-                omega[name] += g.abs()
-        count += len(x)
-    return mean_over_processes(data, omega, count)
-
-
-def sample_importance(
-    model: nn.Module, data, inputs, outputs: slice, chunk_size: int | None
-) -> dict[str, torch.Tensor]:
-    """(1/N) sum over samples of |d ||F(x_k)||^2 / d theta|, per-sample gradients via vmap."""
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def squared_norm(p: dict, x: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"]
-        return logits[:, outputs].pow(2).sum()
-
-    per_sample = vmap(grad(squared_norm), in_dims=(None, 0), chunk_size=chunk_size)
-    omega = {name: torch.zeros_like(p) for name, p in params.items()}
-    count = 0
-    for batch in data.own_batches():
-        x = inputs(batch)
-        for name, g in per_sample(params, x).items():
-            omega[name] += g.abs().sum(0)
-        count += len(x)
-    return mean_over_processes(data, omega, count)
-
-
-def mean_over_processes(data: TaskData, sums: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
-    """The sums of every process's batches over all their samples (one process: as they are)."""
-    device = next(iter(sums.values())).device
-    totals = data.total({**sums, "count": torch.tensor(float(count), device=device)})
-    n = totals.pop("count")
-    return {name: value / n for name, value in totals.items()}
+from cl_runner.methods.importance import batch_importance, sample_importance
+from cl_runner.methods.penalty import QuadraticPenalty
 
 
 class MAS(Method):
@@ -105,95 +52,54 @@ class MAS(Method):
         self.lamb, self.importance, self.accumulate = lamb, importance, accumulate
         self.alpha, self.sample_chunk, self.update = alpha, sample_chunk, update
         self.output, self.all_logits = output, all_logits
-        self.omega: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
-        self.cache: tuple | None = None  # proximal_terms for one model and step size
-
-    def matched(self, model: nn.Module) -> tuple[list, list[str]]:
-        """The parameters that have an importance, and their names, in one order."""
-        pairs = [(p, name) for name, p in model.named_parameters() if name in self.omega]
-        return [p for p, _ in pairs], [name for _, name in pairs]
-
-    def penalty(self, model: nn.Module) -> torch.Tensor:
-        """sum_ij Omega_ij (theta_ij - theta*_ij)^2 over the parameters that have an importance."""
-        params, names = self.matched(model)
-        terms = [
-            (self.omega[n] * (p - self.anchor[n]).pow(2)).sum() for p, n in zip(params, names, strict=True)
-        ]
-        return torch.stack(terms).sum()
-
-    @torch.no_grad()
-    def reported_penalty(self, model: nn.Module) -> torch.Tensor:
-        """The same value in a few multi-tensor kernels: sum of ||sqrt(Omega) (theta - theta*)||^2."""
-        params, names = self.matched(model)
-        diffs = torch._foreach_sub(params, [self.anchor[n] for n in names])
-        torch._foreach_mul_(diffs, [self.omega[n].sqrt() for n in names])
-        return torch.stack(torch._foreach_norm(diffs)).square().sum()
+        self.penalty = QuadraticPenalty()
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         ce, parts = super().training_loss(batch, model)
-        if not self.omega:
+        if not self.penalty:
             return ce, parts
         if self.update == "gradient":
             reg = self.penalty(model)
-            return ce + self.lamb * reg, {**parts, "mas": reg.detach()}
+            return ce + self.lamb * reg, {**parts, "mas": reg.detach()}  # eq. 3
         # after_step applies the penalty; it is reported once an epoch, at its last batch,
         # weighted so that the epoch's average of the parts reads as that value
         if batch.index == batch.count - 1:
-            parts["mas"] = self.reported_penalty(model) * batch.count
+            parts["mas"] = self.penalty.value(model) * batch.count
         return ce, parts
 
-    @torch.no_grad()
     def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
-        """Proximal step: argmin_t lambda*Omega*(t - t*)^2 + (t - theta)^2 / (2 eta), per parameter,
-        with eta = lr / (1 - momentum), the step momentum SGD takes in its steady state. Three
-        multi-tensor kernels a step, whatever the number of parameter tensors."""
-        if self.update != "proximal" or not self.omega:
-            return
-        params, anchors, shrink = self.proximal_terms(model, lr / (1 - momentum))
-        torch._foreach_sub_(params, anchors)
-        torch._foreach_mul_(params, shrink)  # (theta - theta*) / (1 + 2 eta lambda Omega)
-        torch._foreach_add_(params, anchors)
-
-    def proximal_terms(self, model: nn.Module, eta: float) -> tuple[list, list, list]:
-        """Parameters, anchors and shrink factors, built once per model and step size (the
-        learning rate changes once an epoch at most)."""
-        key = (id(model), eta)
-        if self.cache is None or self.cache[0] != key:
-            params, names = self.matched(model)
-            shrink = [1 / (1 + 2 * eta * self.lamb * self.omega[n]) for n in names]
-            self.cache = (key, params, [self.anchor[n] for n in names], shrink)
-        return self.cache[1:]
+        if self.update == "proximal" and self.penalty:
+            self.penalty.proximal_step(model, lr / (1 - momentum), self.lamb)
 
     def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
-        # The clean (undistorted) inputs, in eval mode: importance describes the trained network.
+        """Omega of the task just learnt, on its clean (undistorted) inputs, in eval mode:
+        importance describes the trained network."""
         was_training = model.training
         model.eval()
-        task = data.task
-        outputs = slice(task.offset, task.end) if self.output == "task" else slice(None)
+        outputs = slice(data.task.offset, data.task.end) if self.output == "task" else slice(None)
+
+        def squared_norm(logits: torch.Tensor) -> torch.Tensor:  # ||F(x)||_2^2, eq. 10
+            return logits[:, outputs].pow(2).sum()
+
         if self.importance == "batch":
-            omega = batch_importance(model, data, Batch.clean, outputs)
+            omega = batch_importance(model, data, squared_norm)
         else:
-            omega = sample_importance(model, data, Batch.clean, outputs, self.sample_chunk)
+            omega = sample_importance(model, data, squared_norm, self.sample_chunk)
         model.train(was_training)
         return omega
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
+        old = self.penalty.omega
         new = self.task_importance(model, data)
-        for name, value in new.items():
-            old = self.omega.get(name)
-            if old is None:
-                self.omega[name] = value
-            elif self.accumulate == "sum":
-                self.omega[name] = old + value
-            else:
-                self.omega[name] = self.alpha * old + (1 - self.alpha) * value
-        self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
-        self.cache = None
+        self.penalty.set({name: self.accumulated(old.get(name), value) for name, value in new.items()}, model)
+
+    def accumulated(self, old: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        if old is None:
+            return new
+        return old + new if self.accumulate == "sum" else self.alpha * old + (1 - self.alpha) * new
 
     def state_dict(self) -> dict:
-        return {"omega": self.omega, "anchor": self.anchor}
+        return self.penalty.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.omega, self.anchor = state["omega"], state["anchor"]
-        self.cache = None
+    def load_state_dict(self, state: dict, model: nn.Module) -> None:
+        self.penalty.load_state_dict(state)

@@ -43,7 +43,9 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, in_channels: int = 3, zero_init_residual: bool = False):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+            raise ConfigError(
+                f"backbone.depth={depth} is invalid: CIFAR ResNets have depth 6n+2 (20, 32, 44, 56)"
+            )
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

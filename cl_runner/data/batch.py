@@ -1,0 +1,158 @@
+"""What a method trains on: `Batch` (one batch of raw images and how to turn them into inputs)
+and `TaskData` (a task's training data as an iterable of batches)."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from cl_runner.data.loader import EVERY_ROW, Augment, DeviceLoader
+from cl_runner.data.schedule import Task
+from cl_runner.distributed import SINGLE, Ranks
+
+
+class Forward(NamedTuple):
+    """One forward pass of the network being trained: its input and its outputs."""
+
+    inputs: torch.Tensor
+    outputs: dict
+
+
+@dataclass
+class Batch:
+    """The raw batch: uint8 images and labels on the device, plus how to turn them into inputs.
+
+    `view()` returns a freshly distorted, normalised float view on every call, so a method can
+    draw one view (most methods) or several (SD); `clean()` is the undistorted input. Device data
+    is distorted on the device at each call; file data arrives distorted by the loader's workers
+    as `images[:, k]` (n, views, C, H, W), and each call takes the next of those views.
+    `forward(model)` draws a view and runs the model on it; the batch keeps the first such pass
+    (`first`), so an add-on reuses the method's forward pass instead of running it again.
+    `rehearsal`: exemplars of earlier tasks' classes are among the task's training data. With
+    several processes a batch holds this rank's `rows` of a global batch of `total` images, and
+    random draws are made for all `total` (see distributed.py).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    task: Task
+    augment: Augment
+    generator: torch.Generator
+    index: int = 0  # position in the epoch, for schedules within an epoch (DER's mask annealing)
+    count: int = 1
+    rows: slice = field(default_factory=lambda: EVERY_ROW)
+    total: int | None = None  # None: the batch is all there is
+    rehearsal: bool = False
+    drawn: int = 0  # views taken so far (file data: which worker-made view comes next)
+    first: Forward | None = None  # the first forward pass of the trained network on this batch
+
+    @property
+    def size(self) -> int:
+        """Images in the whole batch, over all ranks."""
+        return self.total or len(self.labels)
+
+    def view(self) -> torch.Tensor:
+        images = self.images
+        if images.dim() == 5:  # views distorted by the file loader's workers
+            images = images[:, self.drawn % images.shape[1]]
+        self.drawn += 1
+        return self.augment(images, self.generator, self.rows, self.size)
+
+    def forward(self, model: nn.Module) -> Forward:
+        """The model on a fresh view of the batch."""
+        inputs = self.view()
+        result = Forward(inputs, model(inputs))
+        if self.first is None:
+            self.first = result
+        return result
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise for these rows, drawn for the whole batch."""
+        shape = (self.size, *x.shape[1:])
+        return torch.randn(shape, device=x.device, generator=self.generator)[self.rows].to(x.dtype)
+
+    def clean(self) -> torch.Tensor:
+        return self.augment.normalize(self.images[:, 0] if self.images.dim() == 5 else self.images)
+
+
+class TaskData:
+    """The task's training data (new classes plus exemplars) as an iterable of `Batch`es."""
+
+    def __init__(
+        self,
+        loader: DeviceLoader,
+        task: Task,
+        augment: Augment,
+        generator: torch.Generator,
+        rehearsal: bool = False,
+        ranks: Ranks = SINGLE,
+    ):
+        self.loader, self.task, self.augment, self.generator = loader, task, augment, generator
+        self.rehearsal, self.ranks = rehearsal, ranks
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.loader.labels)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.loader.labels
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch()
+
+    def subset(self, keep: torch.Tensor, batch_size: int) -> "TaskData":
+        """The images at positions `keep`, in batches of `batch_size`, one view per image
+        (DER's class-balanced stage). Every process passes over all of them."""
+        loader = self.loader
+        part = type(loader)(loader.images[keep], loader.labels[keep], batch_size, True, self.generator)
+        return TaskData(part, self.task, self.augment, self.generator, self.rehearsal)
+
+    def owns(self, batch: Batch) -> bool:
+        """After training, whole batches are dealt to the processes in turn (one process: all)."""
+        return batch.index % self.ranks.world == self.ranks.rank
+
+    def own_batches(self) -> Iterator[Batch]:
+        """One pass for work after training (importance): this process's share of the batches.
+        Sums over them are added up across processes with `total`."""
+        return (batch for batch in self.epoch() if self.owns(batch))
+
+    def own_views(self) -> Iterator[torch.Tensor]:
+        """A distorted view of each of this process's batches (BatchNorm statistics). Every
+        process draws every batch's distortions, so their generators stay in step."""
+        for batch in self.epoch():
+            x = batch.view()
+            if self.owns(batch):
+                yield x
+
+    def total(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each value summed over the processes, all of them in one all-reduce."""
+        if not self.ranks.active:
+            return values
+        summed = self.ranks.sum(torch.cat([v.reshape(-1) for v in values.values()]))
+        parts = summed.split([v.numel() for v in values.values()])
+        return {name: part.view_as(v) for (name, v), part in zip(values.items(), parts, strict=True)}
+
+    def epoch(
+        self, order: torch.Tensor | None = None, start_batch: int = 0, ranks: Ranks = SINGLE
+    ) -> Iterator[Batch]:
+        """One pass; `order` and `start_batch` continue an interrupted one; with several
+        processes, this rank's rows of each batch."""
+        for span, images, labels in self.loader.shards(order, start_batch, ranks):
+            yield Batch(
+                images,
+                labels,
+                self.task,
+                self.augment,
+                self.generator,
+                span.index,
+                len(self),
+                span.rows,
+                span.total,
+                self.rehearsal,
+            )

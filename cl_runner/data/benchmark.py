@@ -1,0 +1,58 @@
+"""The class-incremental benchmark: training and test images with labels in class-order
+positions, the tasks, the distortions, and the generator of every random draw on the data."""
+
+from dataclasses import dataclass
+
+import torch
+
+from cl_runner.data.batch import TaskData
+from cl_runner.data.files import FileImages, FileLoader
+from cl_runner.data.images import ImageSet, Splits
+from cl_runner.data.loader import Augment, DeviceLoader
+from cl_runner.data.schedule import Task, remap_labels
+from cl_runner.distributed import SINGLE, Ranks
+
+
+@dataclass
+class Benchmark:
+    train: ImageSet
+    test: ImageSet
+    tasks: list[Task]
+    augment: Augment
+    generator: torch.Generator  # shuffling and distortions, drawn alike by every process
+
+    @classmethod
+    def on_device(
+        cls, splits: Splits, order: list[int], tasks: list[Task], augment: Augment, seed: int, device
+    ):
+        """Labels remapped to class-order positions; images and labels moved to the device once
+        (file images stay on disk, their labels move)."""
+
+        def prepare(part: ImageSet) -> ImageSet:
+            return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device))
+
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator)
+
+    def training_data(
+        self,
+        task: Task,
+        classes: range,
+        rehearsed: torch.Tensor,
+        batch_size: int,
+        views: int,
+        ranks: Ranks = SINGLE,
+    ) -> TaskData:
+        """The training images of `classes` plus the exemplars at `rehearsed` (indices into
+        `train`) of other classes. Images in memory are batched on their device; images on
+        disk are decoded by workers, `views` distortions of each (an add-on that draws two)."""
+        train = self.train
+        fresh = (train.labels >= classes.start) & (train.labels < classes.stop)
+        rehearsed = rehearsed[~fresh[rehearsed]]
+        idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
+        images, labels, generator = train.images[idx], train.labels[idx], self.generator
+        if isinstance(images, FileImages):
+            loader = FileLoader(images, labels, batch_size, True, generator, views=views)
+        else:
+            loader = DeviceLoader(images, labels, batch_size, True, generator)
+        return TaskData(loader, task, self.augment, generator, len(rehearsed) > 0, ranks)

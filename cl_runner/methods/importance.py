@@ -1,0 +1,58 @@
+"""Per-parameter importance from gradients of a scalar of the network's output, over a task's
+training data (MAS's Omega; the same loops serve any such estimate)."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from cl_runner.data.batch import Batch, TaskData
+
+# what to differentiate: the logits of one batch (or one sample) -> a scalar
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> dict[str, torch.Tensor]:
+    """(1/N) sum over batches of |d sum_{k in batch} objective(x_k) / d theta|, on the clean inputs."""
+    params = dict(model.named_parameters())
+    omega = {name: torch.zeros_like(p) for name, p in params.items()}
+    count = 0
+    for batch in data.own_batches():
+        x = Batch.clean(batch)
+        grads = torch.autograd.grad(objective(model(x)["logits"]), list(params.values()), allow_unused=True)
+        for (name, _), g in zip(params.items(), grads, strict=True):
+            if g is not None:
+                omega[name] += g.abs()
+        count += len(x)
+    return mean_over_processes(data, omega, count)
+
+
+def sample_importance(
+    model: nn.Module, data: TaskData, objective: Objective, chunk_size: int | None
+) -> dict[str, torch.Tensor]:
+    """(1/N) sum over samples of |d objective(x_k) / d theta|, per-sample gradients via vmap
+    (one batched call per batch, never a loop over samples)."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def one_sample(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return objective(functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"])
+
+    per_sample = vmap(grad(one_sample), in_dims=(None, 0), chunk_size=chunk_size)
+    omega = {name: torch.zeros_like(p) for name, p in params.items()}
+    count = 0
+    for batch in data.own_batches():
+        x = Batch.clean(batch)
+        for name, g in per_sample(params, x).items():
+            omega[name] += g.abs().sum(0)
+        count += len(x)
+    return mean_over_processes(data, omega, count)
+
+
+def mean_over_processes(data: TaskData, sums: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """The sums of every process's batches over all their samples (one process: as they are)."""
+    device = next(iter(sums.values())).device
+    totals = data.total({**sums, "count": torch.tensor(float(count), device=device)})
+    n = totals.pop("count")
+    return {name: value / n for name, value in totals.items()}
