@@ -86,7 +86,8 @@ def hydra_errors():
     """Hydra's own errors (an override that does not compose) as one line and exit code 2; the
     user's HYDRA_FULL_ERROR=1 still gives the traceback. Hydra is asked to raise rather than
     print, so the error reaches this handler from the one composition there is."""
-    os.environ.setdefault(FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    saved = {key: os.environ.get(key) for key in (FULL_ERROR, "HYDRA_FULL_ERROR")}
+    os.environ[FULL_ERROR] = "1" if full_error() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         yield
@@ -94,6 +95,12 @@ def hydra_errors():
         if full_error():
             raise
         _fail(_one_line(error))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def check_overrides(argv: list[str], configs: Path) -> None:
