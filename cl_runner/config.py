@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cl_runner.data.schedule import class_order, task_sizes
 from cl_runner.errors import ConfigError
+from cl_runner.precision import forward_batch_size, prefers_channels_last
 from cl_runner.settings import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -58,6 +59,16 @@ def _bool(cfg, key: str) -> bool:
     return value
 
 
+def _auto_or(check, cfg, key: str, *args):
+    """`auto` (decided for the device in `validate`) or what `check` accepts."""
+    if _get(cfg, key) == "auto":
+        return "auto"
+    try:
+        return check(cfg, key, *args)
+    except ConfigError as error:
+        raise ConfigError(f"{error} or auto") from None
+
+
 def resolve_device(value) -> torch.device:
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,9 +99,9 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         milestones=list(milestones),
         gamma=_number(cfg, "train.gamma", 0, inclusive=False),
         warmup_epochs=_int(cfg, "train.warmup_epochs", 0),
-        eval_batch_size=_int(cfg, "train.eval_batch_size", 1),
+        eval_batch_size=_auto_or(_int, cfg, "train.eval_batch_size", 1),
         amp=_bool(cfg, "train.amp"),
-        channels_last=_bool(cfg, "train.channels_last"),
+        channels_last=_auto_or(_bool, cfg, "train.channels_last"),
         compile=_bool(cfg, "train.compile"),
         precise_bn=_bool(cfg, "train.precise_bn"),
         deterministic=_bool(cfg, "train.deterministic"),
@@ -137,7 +148,12 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
         raise ConfigError(
             f"train.warmup_epochs={settings.warmup_epochs} exceeds train.epochs={settings.epochs}"
         )
-    return settings, resolve_device(_get(cfg, "device"))
+    device = resolve_device(_get(cfg, "device"))
+    if settings.eval_batch_size == "auto":
+        settings.eval_batch_size = forward_batch_size(device)
+    if settings.channels_last == "auto":
+        settings.channels_last = prefers_channels_last(device)
+    return settings, device
 
 
 def run_choices(cfg: DictConfig, choices: dict, user_overrides: list[str]) -> dict:

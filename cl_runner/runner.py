@@ -2,6 +2,7 @@
 evaluation and checkpoints; the method supplies its loss and its hooks (methods/base.py), add-ons
 their loss terms, `Progress` (checkpoint.py) the position in the schedule and the resume state."""
 
+import logging
 import resource
 import signal
 import time
@@ -28,6 +29,8 @@ from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
 from cl_runner.settings import TrainSettings, lr_factor
 
+log = logging.getLogger("cl_runner")
+
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
@@ -48,6 +51,26 @@ class Interrupted(Exception):
     def __init__(self, signum: int, folder: Path):
         super().__init__(signal.Signals(signum).name)
         self.signum, self.folder = signum, folder
+
+
+class PhaseClock:
+    """Wall seconds of each phase of a task, the device's queued work included."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def total(self, *phases: str) -> float:
+        return sum(self.seconds.get(phase, 0.0) for phase in phases)
 
 
 @dataclass
@@ -75,6 +98,8 @@ class Runner:
         self.benchmark, self.settings, self.device, self.ranks = benchmark, settings, device, ranks
         self.results, self.logger, self.progress = results, logger, progress
         self.amp_dtype = autocast_dtype(device) if settings.amp else None
+        if settings.amp and self.amp_dtype is None:
+            log.warning("train.amp: this CPU has no native bf16 (it would be slower); training in float32")
         self.signal: int | None = None
 
     # -- the schedule --------------------------------------------------------------------------
@@ -96,35 +121,42 @@ class Runner:
         data = self.training_data(task)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
-        self.train(task, data)
-        if self.settings.precise_bn:
-            recalibrate(self.model, data.own_views(), self.ranks)
-        self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
-        self.method.after_task(task, self.model, self.memory, data)
-        if self.ranks.active:
-            self.adopt_leader_state()
-        seconds = time.perf_counter() - start
-        evaluation = evaluate(
-            self.model,
-            self.benchmark.test,
-            self.benchmark.tasks[: task.index + 1],
-            self.benchmark.augment.normalize,
-            self.settings.eval_batch_size,
-            self.ranks,
-        )
+        clock = PhaseClock(self.device)
+        with clock("train"):
+            self.train(task, data)
+        with clock("recalibrate"):
+            if self.settings.precise_bn:
+                recalibrate(self.model, data.own_views(), self.ranks)
+        with clock("memory"):
+            self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
+        with clock("after_task"):
+            self.method.after_task(task, self.model, self.memory, data)
+            if self.ranks.active:
+                self.adopt_leader_state()
+        with clock("evaluate"):
+            evaluation = evaluate(
+                self.model,
+                self.benchmark.test,
+                self.benchmark.tasks[: task.index + 1],
+                self.benchmark.augment.normalize,
+                self.settings.eval_batch_size,
+                self.ranks,
+            )
         self.results.add(
             task,
             evaluation,
             **self.model.param_counts(),
-            train_seconds=seconds,
+            train_seconds=clock.total("train", "recalibrate", "memory", "after_task"),
             train_images=data.num_images,
             memory_size=len(self.memory),
             peak_memory_mb=peak_memory_mb(self.device),
+            phase_seconds=clock.seconds,  # checkpoint and log are added as they end
         )
         self.progress.end_task()
-        self.save()
-        self.logger.task_end(self.results)
+        with clock("checkpoint"):
+            self.save()
+        with clock("log"):
+            self.logger.task_end(self.results)
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""

@@ -2,6 +2,7 @@
 
     python scripts/bench.py                       # resnet32, batch 128, CIFAR-shaped data, all methods
     python scripts/bench.py --methods finetune,der --out bench.json
+    python scripts/bench.py --protocol            # the whole protocol a user waits for, phase by phase
 
 Each measurement runs in a fresh process (so peak resident memory is its own):
 
@@ -10,6 +11,11 @@ Each measurement runs in a fresh process (so peak resident memory is its own):
   forward pass alone (eval mode, no autograd), which old networks cost;
 - each method: the runner's images/s in the last epoch of every step, on generated
   CIFAR-shaped data (3x32x32, 100 classes), loggers off.
+
+`--protocol` times what a user waits for instead: every phase of every task (training,
+BatchNorm recalibration, memory update, the method's after-task work, evaluation, checkpoint,
+logging) on CIFAR-100-sized data (500 training and 100 test images per class, B0 10 steps,
+1 epoch per task), beside the pure training time the cost model allows at the ceiling.
 
 The cost model says what each method should reach: finetune and MAS one training pass (c),
 LwF one pass plus one teacher forward (f), DER at step t one pass plus t forwards of the
@@ -45,7 +51,7 @@ def overrides(args) -> list[str]:
         "dataset.size=32",
         "dataset.channels=3",
         f"dataset.source.train_per_class={args.train_per_class}",
-        "dataset.source.test_per_class=10",
+        f"dataset.source.test_per_class={args.test_per_class}",
         "dataset.augment.crop_padding=4",
         f"backbone={args.backbone}",
         f"train.batch_size={args.batch_size}",
@@ -112,13 +118,44 @@ def measure_ceiling(args) -> dict:
     return {"train_images_per_s": rates["train"], "forward_images_per_s": rates["forward"]}
 
 
+def method_overrides(args, method: str) -> list[str]:
+    """`der_nop` is DER without pruning; DER's balanced stage runs `--balanced-epochs` epochs."""
+    der = ["method=der", f"memory.size={args.der_memory}", f"method.balanced_epochs={args.balanced_epochs}"]
+    named = {"der": der, "der_nop": [*der, "method.prune=false"]}
+    return [*named.get(method, [f"method={method}"]), *args.extra]
+
+
+def measure_protocol(args, method: str) -> dict:
+    """The whole protocol: wall time, each phase summed over the tasks, images trained on."""
+    from cl_runner.loggers import Loggers
+    from cl_runner.train import build_runner
+
+    with tempfile.TemporaryDirectory() as out:
+        runner = build_runner(compose(args, *method_overrides(args, method)), out)
+        runner.logger = Loggers()
+        start = time.perf_counter()
+        for task in runner.benchmark.tasks[: args.tasks or None]:
+            runner.learn(task)
+        wall = time.perf_counter() - start
+    steps = runner.results.steps
+    phases: dict[str, float] = {}
+    for step in steps:
+        for phase, sec in step["phase_seconds"].items():
+            phases[phase] = phases.get(phase, 0.0) + sec
+    epochs = runner.settings.epochs
+    return {
+        "wall_s": wall,
+        "phase_seconds": phases,
+        "images_trained_per_step": [step["train_images"] * epochs for step in steps],
+        "last_seen_acc": steps[-1]["seen_acc"],
+    }
+
+
 def measure_method(args, method: str) -> dict:
     from cl_runner.loggers import Logger
     from cl_runner.train import build_runner
 
-    extra = {"sd": ["method=sd"], "der": ["method=der", f"memory.size={args.der_memory}"]}.get(
-        method, [f"method={method}"]
-    )
+    extra = method_overrides(args, method)
 
     class LastEpoch(Logger):
         def __init__(self):
@@ -142,7 +179,7 @@ def predicted(method: str, step: int, c: float, f: float) -> float:
     seconds = 1 / c
     if method == "lwf" and step > 0:
         seconds += 1 / f  # the teacher's forward
-    if method == "der":
+    if method.startswith("der"):
         seconds += step / f  # one forward per frozen extractor
     if method == "sd":
         seconds = 2 / c  # two views, each forward and backward
@@ -151,7 +188,12 @@ def predicted(method: str, step: int, c: float, f: float) -> float:
 
 def child(args) -> None:
     torch.set_num_threads(args.threads)
-    result = measure_ceiling(args) if args.child == "ceiling" else measure_method(args, args.child)
+    if args.child == "ceiling":
+        result = measure_ceiling(args)
+    elif args.protocol:
+        result = measure_protocol(args, args.child)
+    else:
+        result = measure_method(args, args.child)
     result["peak_rss_mb"] = peak_rss_mb()
     print("BENCH " + json.dumps(result))
 
@@ -175,15 +217,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="the last epoch of each step is timed")
     parser.add_argument("--iterations", type=int, default=20, help="timed batches of the ceiling")
     parser.add_argument("--der-memory", type=int, default=2000)
+    parser.add_argument("--balanced-epochs", type=int, default=30, help="DER's classifier re-training epochs")
+    parser.add_argument("--protocol", action="store_true", help="time the whole protocol, phase by phase")
+    parser.add_argument("--tasks", type=int, default=0, help="--protocol: only the first N tasks (0: all)")
+    parser.add_argument("--test-per-class", type=int, default=10)
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="further cl-run overrides, e.g. train.amp=true"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
+    if "--protocol" in argv:  # CIFAR-100 sizes, B0 10 steps, 1 epoch per task, unless given
+        given = {a.split("=", 1)[0] for a in argv}
+        sizes = {"--train-per-class": "500", "--test-per-class": "100", "--steps": "10", "--epochs": "1"}
+        argv = [*argv, *(f"{k}={v}" for k, v in sizes.items() if k not in given)]
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
+    if args.protocol:
+        return protocol_report(args, argv)
 
     ceiling = run_child(argv, "ceiling")
     c, f = ceiling["train_images_per_s"], ceiling["forward_images_per_s"]
@@ -218,6 +273,31 @@ def main(argv: list[str] | None = None) -> None:
             cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells))
+    print(f"written to {args.out}")
+
+
+def protocol_report(args, argv: list[str]) -> None:
+    """Each method's whole protocol beside its pure training time at the ceiling."""
+    ceiling = run_child(argv, "ceiling")
+    c, f = ceiling["train_images_per_s"], ceiling["forward_images_per_s"]
+    report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
+              "torch": torch.__version__, "ceiling": ceiling, "protocol": {}}  # fmt: skip
+    rows = []
+    for method in args.methods.split(","):
+        result = run_child(argv, method)
+        images = result["images_trained_per_step"]
+        base = "der" if method.startswith("der") else method
+        pure = sum(n / predicted(base, t, c, f) for t, n in enumerate(images))
+        result["pure_training_s"] = pure
+        result["wall_vs_pure_training"] = result["wall_s"] / pure
+        report["protocol"][method] = result
+        split = "  ".join(f"{p} {sec:.1f}" for p, sec in result["phase_seconds"].items())
+        rows.append(f"{method:10s} wall {result['wall_s']:7.1f} s  pure training {pure:7.1f} s  "
+                    f"ratio {result['wall_vs_pure_training']:.2f}  peak RSS {result['peak_rss_mb']:.0f} MB  "
+                    f"| {split}")  # fmt: skip
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"ceiling: train {c:.0f} images/s, forward {f:.0f} images/s")
+    print("\n".join(rows))
     print(f"written to {args.out}")
 
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "data": DEVICE | {"data"},
     "models": BASE | {"models"},
     "methods": BASE | {"data.batch", "data.schedule", "models", "methods"},
-    "config": BASE | {"data.schedule"},
+    "config": BASE | {"data.schedule", "precision"},
     "results": BASE | {"data.schedule"},
     "loggers": BASE | {"results", "loggers"},
     "report": BASE,

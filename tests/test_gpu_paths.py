@@ -7,10 +7,19 @@ import torch
 from torch import nn
 
 from cl_runner import checkpoint
+from cl_runner.config import validate
 from cl_runner.data.files import FileLoader
 from cl_runner.data.loader import Augment
 from cl_runner.distributed import GlobalBatchNorm, Ranks, use_global_batchnorm
-from cl_runner.precision import autocast_dtype, configure_backends, needs_grad_scaler, select_device
+from cl_runner.errors import ConfigError
+from cl_runner.precision import (
+    autocast_dtype,
+    configure_backends,
+    forward_batch_size,
+    needs_grad_scaler,
+    prefers_channels_last,
+    select_device,
+)
 from cl_runner.runner import STOP_POLL, Runner, polls
 from cl_runner.train import build_runner, run
 
@@ -93,7 +102,41 @@ def test_amp_uses_float16_with_a_scaler_on_gpus_without_bf16(monkeypatch, capabi
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert autocast_dtype(torch.device("cuda")) == dtype
     assert needs_grad_scaler(dtype) == (dtype == torch.float16)
+    monkeypatch.setattr("cl_runner.precision.cpu_has_bf16", lambda: True)
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16 and not needs_grad_scaler(torch.bfloat16)
+
+
+def test_amp_stays_float32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert autocast_dtype(torch.device("cpu")) is None
+    runner = build_runner(make_cfg(*TINY, "steps=1", "train.amp=true"), tmp_path)
+    assert runner.amp_dtype is None
+    assert any("no native bf16" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "kind, capability, cpu, expected",
+    [("cuda", (7, 0), "", True), ("cuda", (6, 1), "", False), ("cpu", None, "AVX512", True),
+     ("cpu", None, "AVX2", False), ("mps", None, "", False)],
+)  # fmt: skip
+def test_channels_last_auto_picks_nhwc_where_it_is_faster(monkeypatch, kind, capability, cpu, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: cpu)
+    assert prefers_channels_last(torch.device(kind)) is expected
+
+
+def test_auto_switches_are_decided_for_the_device(monkeypatch):
+    cfg = make_cfg(*TINY, "train.channels_last=auto")
+    monkeypatch.setattr("cl_runner.config.prefers_channels_last", lambda device: True)
+    settings, device = validate(cfg)
+    assert device.type == "cpu" and settings.eval_batch_size == 128 and settings.channels_last is True
+    assert forward_batch_size(torch.device("cuda")) == 1024
+    assert validate(make_cfg(*TINY, "train.eval_batch_size=64"))[0].eval_batch_size == 64
+    assert validate(make_cfg("dataset=imagenet"))[0].eval_batch_size == 256  # the data set's own
+    with pytest.raises(
+        ConfigError, match="train.channels_last='yes' is invalid: expected true or false or auto"
+    ):
+        validate(make_cfg(*TINY, "train.channels_last=yes"))
 
 
 def test_float16_training_goes_through_the_gradient_scaler(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ METHODS = {
     "sd": ["method=sd"],
     "der": ["method=der", "memory.size=30", "method.balanced_epochs=2"],
 }
-TIMINGS = ("train_seconds", "peak_memory_mb")
+TIMINGS = ("train_seconds", "peak_memory_mb", "phase_seconds")
 
 
 def numbers(folder: Path) -> dict:

@@ -9,7 +9,7 @@ import torch
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.train import run
 
-TIMINGS = ("train_seconds", "peak_memory_mb")
+TIMINGS = ("train_seconds", "peak_memory_mb", "phase_seconds")
 
 
 def _numbers(metrics: dict) -> dict:
@@ -46,6 +46,20 @@ def test_run_folder_has_metrics_contract(tiny_cfg, tmp_path):
     ):
         assert key in step
     assert [len(s["classes"]) for s in metrics["steps"]] == [2] * 5
+    for s in metrics["steps"]:  # every phase of every step, after the run's last write
+        phases = s["phase_seconds"]
+        assert list(phases) == [
+            "train",
+            "recalibrate",
+            "memory",
+            "after_task",
+            "evaluate",
+            "checkpoint",
+            "log",
+        ]
+        assert all(sec >= 0 for sec in phases.values())
+        work = phases["train"] + phases["recalibrate"] + phases["memory"] + phases["after_task"]
+        assert s["train_seconds"] == pytest.approx(work)
     assert metrics["summary"]["class_il"]["last_acc"] == results.summary()["class_il"]["last_acc"]
     # Joint's and fine-tuning's first step, and every single-task number, agree across forms.
     assert metrics["summary"]["class_il"]["last_acc"] == metrics["steps"][-1]["seen_acc"]

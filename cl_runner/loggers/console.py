@@ -72,6 +72,10 @@ class ConsoleLogger(Logger):
             step["seen_acc_top5"],
             [round(a, 2) for a in class_il],
         )
+        if step.get("phase_seconds"):
+            split = ", ".join(f"{phase} {sec:.1f}" for phase, sec in step["phase_seconds"].items())
+            self.console.print(f"seconds: {split}")
+            log.info("task %d seconds: %s", t, split)
 
     def run_end(self, results: Results):
         summary = results.summary()

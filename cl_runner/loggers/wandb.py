@@ -56,6 +56,7 @@ def step_metrics(results: Results) -> dict:
         "eval/new_acc": step["new_acc"],
         "eval/params": step["params"],
         "eval/train_seconds": step["train_seconds"],
+        **{f"time/{phase}": sec for phase, sec in step.get("phase_seconds", {}).items()},
     }
     if step["old_acc"] is not None:
         row["eval/old_acc"] = step["old_acc"]
