@@ -2,6 +2,7 @@
 evaluation and checkpoints; the method supplies its loss and its hooks (methods/base.py), add-ons
 their loss terms, `Progress` (checkpoint.py) the position in the schedule and the resume state."""
 
+import copy
 import logging
 import resource
 import signal
@@ -43,6 +44,14 @@ STOP_POLL = 16  # batches between two checks of the stop flag when several proce
 
 def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
     return (batch + 1) % every == 0 or batch == count - 1
+
+
+class StopRequested(Exception):
+    """A stop signal arrived during work that is abandoned rather than finished."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class Interrupted(Exception):
@@ -101,6 +110,7 @@ class Runner:
         if settings.amp and self.amp_dtype is None:
             log.warning("train.amp: this CPU has no native bf16 (it would be slower); training in float32")
         self.signal: int | None = None
+        self.interruptible = False  # a stop signal raises StopRequested where the work is
 
     # -- the schedule --------------------------------------------------------------------------
     def run(self) -> Results:
@@ -124,24 +134,14 @@ class Runner:
         clock = PhaseClock(self.device)
         with clock("train"):
             self.train(task, data)
-        with clock("recalibrate"):
-            if self.settings.precise_bn:
-                recalibrate(self.model, data.own_views(), self.ranks)
-        with clock("memory"):
-            self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
-        with clock("after_task"):
-            self.method.after_task(task, self.model, self.memory, data)
-            if self.ranks.active:
-                self.adopt_leader_state()
-        with clock("evaluate"):
-            evaluation = evaluate(
-                self.model,
-                self.benchmark.test,
-                self.benchmark.tasks[: task.index + 1],
-                self.benchmark.augment.normalize,
-                self.settings.eval_batch_size,
-                self.ranks,
-            )
+        # A stop during the work below abandons it and checkpoints the state training ended in.
+        trained = copy.deepcopy(self.state())
+        try:
+            with self.stop_at_once():
+                evaluation = self.after_training(task, data, clock)
+        except StopRequested as stop:
+            self.progress.save(trained)
+            raise Interrupted(stop.signum, self.progress.folder) from None
         self.results.add(
             task,
             evaluation,
@@ -157,6 +157,30 @@ class Runner:
             self.save()
         with clock("log"):
             self.logger.task_end(self.results)
+        last = task.index == len(self.benchmark.tasks) - 1
+        if not last and self.ranks.any(self.signal is not None, self.device):  # arrived while saving
+            raise Interrupted(self.signal or signal.SIGTERM, self.progress.folder)
+
+    def after_training(self, task: Task, data: TaskData, clock: "PhaseClock"):
+        """BatchNorm statistics, exemplars, the method's own after-task work, then evaluation."""
+        with clock("recalibrate"), self.autocast():
+            if self.settings.precise_bn:
+                recalibrate(self.model, data.own_views(), self.ranks)
+        with clock("memory"), self.autocast():
+            self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
+        with clock("after_task"):
+            self.method.after_task(task, self.model, self.memory, data)
+            if self.ranks.active:
+                self.adopt_leader_state()
+        with clock("evaluate"), self.autocast():
+            return evaluate(
+                self.model,
+                self.benchmark.test,
+                self.benchmark.tasks[: task.index + 1],
+                self.benchmark.augment.normalize,
+                self.settings.eval_batch_size,
+                self.ranks,
+            )
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""
@@ -192,6 +216,11 @@ class Runner:
         return forward_batches(self.model, images, normalize, self.settings.eval_batch_size, "features")
 
     # -- training ------------------------------------------------------------------------------
+    def autocast(self):
+        """`train.amp`: training and the forward passes after it (recalibration, herding,
+        evaluation) in the device's reduced precision; the method's own after-task work in float32."""
+        return torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
+
     def stages(self, task: Task) -> list[Stage]:
         """The method's head-only epochs if it asks for them (not on the first task), then the main stage."""
         head = self.method.head_epochs if task.index > 0 else 0
@@ -261,7 +290,7 @@ class Runner:
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, device=self.device)
         for batch in batches:
-            with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+            with self.autocast():
                 loss, parts = self.method.training_loss(batch, model)
                 for addon in self.addons:
                     loss, parts = addon.training_loss(loss, parts, batch, model, self.method)
@@ -302,10 +331,16 @@ class Runner:
         return self.ranks.any(self.signal is not None, self.device)
 
     def catch_signals(self) -> dict:
-        """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): finish the batch, checkpoint, stop."""
+        """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): in training, finish the batch, checkpoint,
+        stop; in the work after training (one process), stop at once and checkpoint the state
+        training ended in; a second signal stops at once, leaving the last checkpoint."""
 
         def request_stop(signum, frame):
+            if self.signal is not None:
+                raise KeyboardInterrupt
             self.signal = signum
+            if self.interruptible:
+                raise StopRequested(signum)
 
         handlers = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -315,21 +350,32 @@ class Runner:
                 pass
         return handlers
 
+    @contextmanager
+    def stop_at_once(self):
+        """A stop signal inside raises StopRequested where the work is. Not with several
+        processes: they stop together, at the task's end, where they agree."""
+        if self.signal is not None and not self.ranks.active:
+            raise StopRequested(self.signal)
+        self.interruptible = not self.ranks.active
+        try:
+            yield
+        finally:
+            self.interruptible = False
+
+    def state(self) -> dict:
+        """Everything a checkpoint holds but the position and the optimizer."""
+        return {
+            "config": self.results.config,
+            "task_sizes": list(self.model.task_sizes),
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "memory": self.memory.state_dict(),
+            "results": self.results.state_dict(),
+            "rng": checkpoint.rng_state(self.benchmark.generator),
+        }
+
     def save(self, optimizer=None, scaler=None, order: torch.Tensor | None = None) -> None:
-        self.progress.save(
-            {
-                "config": self.results.config,
-                "task_sizes": list(self.model.task_sizes),
-                "model": self.model.state_dict(),
-                "method": self.method.state_dict(),
-                "memory": self.memory.state_dict(),
-                "results": self.results.state_dict(),
-                "rng": checkpoint.rng_state(self.benchmark.generator),
-            },
-            optimizer,
-            scaler,
-            order,
-        )
+        self.progress.save(self.state(), optimizer, scaler, order)
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint written by `save`."""

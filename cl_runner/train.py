@@ -189,6 +189,13 @@ def reported_errors(ranks: Ranks, building: bool):
                 file=sys.stderr,
             )
         sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        if ranks.leader:
+            print(
+                "cl-run: stopped at once; the last checkpoint stands (resume=PATH continues it)",
+                file=sys.stderr,
+            )
+        sys.exit(130)
 
 
 def main() -> None:

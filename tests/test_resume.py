@@ -73,6 +73,50 @@ def test_crash_mid_task_then_resume_gives_identical_metrics(method, tmp_path):
     assert numbers(folder) == expected
 
 
+@pytest.mark.parametrize("work", ["memory", "after_task"])
+def test_a_stop_after_training_abandons_the_work_and_resumes_exactly(work, tmp_path):
+    """Ctrl-C in herding or DER's classifier re-training stops there, not after a minute: the
+    checkpoint is the state training ended in, and the resumed run redoes the work."""
+    from cl_runner.runner import Interrupted
+
+    expected = reference(tmp_path, "der")
+    folder = tmp_path / "stopped"
+    runner = build_runner(make_cfg(*SETTING, *METHODS["der"]), folder)
+    owner = runner.memory if work == "memory" else runner.method
+    name = "update" if work == "memory" else "after_task"
+    original, finished = getattr(owner, name), []
+
+    def interrupted(*args):
+        if runner.progress.position.task == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(*args)
+        finished.append(True)
+
+    setattr(owner, name, interrupted)
+    with pytest.raises(Interrupted):
+        runner.run()
+    assert len(finished) == 1  # task 0's work finished, task 1's was cut short
+    position = json.loads((folder / "checkpoint.json").read_text())
+    assert position == {"task": 1, "stage": "main", "epoch": 5, "batch": 0, "fresh": False}
+    run(make_cfg(*SETTING, *METHODS["der"], "resume=true"), folder)
+    assert numbers(folder) == expected
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    runner = build_runner(make_cfg(*SETTING), tmp_path)
+    original = runner.method.training_loss
+
+    def twice(batch, model):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks for a checkpoint at the batch's end
+        os.kill(os.getpid(), signal.SIGINT)  # the second does not wait for it
+        return original(batch, model)
+
+    runner.method.training_loss = twice
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def _cl_run(args, **kwargs):
     exe = Path(sys.executable).with_name("cl-run")
     return subprocess.Popen(
