@@ -1,6 +1,6 @@
 """Checkpoints: everything a run needs to continue exactly where it stopped, written atomically.
 
-`checkpoint.pt` holds the model, optimizer, method state (LwF's teacher, MAS's Omega and anchor),
+`checkpoint.pt` holds the model, optimizer, method state (LwF's teacher weights, MAS's Omega and anchor),
 exemplar memory, results so far, every random generator and the position in the schedule;
 `checkpoint.json` repeats the position in plain text. Both are written to a temporary file and
 renamed, so a crash mid-write leaves the previous checkpoint whole.
@@ -70,7 +70,7 @@ def load(folder: Path, device: torch.device) -> dict:
     if not path.is_file():
         raise ConfigError(f"resume: no {CHECKPOINT} in {folder}; nothing to continue")
     try:
-        # Our own file, which also holds pickled modules (LwF's teacher): not weights-only.
+        # Our own file, which also holds numpy and Python generator states: not weights-only.
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as error:
         raise ConfigError(f"resume: {path} is unreadable ({type(error).__name__}: {error})") from None
