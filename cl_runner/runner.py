@@ -46,6 +46,18 @@ def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
     return (batch + 1) % every == 0 or batch == count - 1
 
 
+def host_copy(state):
+    """A copy of a checkpoint's state with every tensor in host memory."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: host_copy(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        values = [host_copy(value) for value in state]
+        return type(state)(*values) if hasattr(state, "_fields") else type(state)(values)
+    return copy.deepcopy(state)
+
+
 class StopRequested(Exception):
     """A stop signal arrived during work that is abandoned rather than finished."""
 
@@ -134,8 +146,9 @@ class Runner:
         clock = PhaseClock(self.device)
         with clock("train"):
             self.train(task, data)
-        # A stop during the work below abandons it and checkpoints the state training ended in.
-        trained = copy.deepcopy(self.state())
+        # A stop during the work below abandons it and checkpoints the state training ended in
+        # (copied to host memory: no second copy of the weights on the device).
+        trained = host_copy(self.state())
         try:
             with self.stop_at_once():
                 evaluation = self.after_training(task, data, clock)

@@ -249,3 +249,19 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20))
     with pytest.raises(ConfigError, match=r"only 5 MB free in .*; checkpoints and metrics need more"):
         build_runner(make_cfg(*TINY), tmp_path / "run")
+
+
+def test_the_training_end_state_is_copied_not_shared():
+    """What a stop after training checkpoints must not change with the work that follows."""
+    from collections import namedtuple
+
+    from cl_runner.runner import host_copy
+
+    Pair = namedtuple("Pair", "a b")
+    weights = torch.ones(3)
+    state = {"model": {"w": weights}, "rng": ("MT19937", [1, 2]), "pair": Pair(weights, 2)}
+    copied = host_copy(state)
+    weights.add_(1)  # the work after training moves the weights in place
+    assert torch.equal(copied["model"]["w"], torch.ones(3)) and copied["model"]["w"].device.type == "cpu"
+    assert copied["rng"] == ("MT19937", [1, 2]) and isinstance(copied["pair"], Pair)
+    assert torch.equal(copied["pair"].a, torch.ones(3))
