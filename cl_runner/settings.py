@@ -16,9 +16,9 @@ class TrainSettings:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: int = 0
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 1024  # config "auto" is decided for the device by config.validate
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool = False  # likewise "auto"
     compile: bool = False
     precise_bn: bool = True
     deterministic: bool = False
