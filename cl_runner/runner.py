@@ -146,9 +146,10 @@ class Runner:
         clock = PhaseClock(self.device)
         with clock("train"):
             self.train(task, data)
-        # A stop during the work below abandons it and checkpoints the state training ended in
-        # (copied to host memory: no second copy of the weights on the device).
-        trained = host_copy(self.state())
+        # One process: a stop during the work below abandons it and checkpoints the state
+        # training ended in (copied to host memory: no second copy of the weights on the
+        # device). Several processes finish the work and stop together, so need no copy.
+        trained = None if self.ranks.active else host_copy(self.state())
         try:
             with self.stop_at_once():
                 evaluation = self.after_training(task, data, clock)
@@ -211,17 +212,18 @@ class Runner:
         pruned extractor, re-trained classifier, importance), as a resume would."""
 
         def leader_state() -> dict:
-            return {
-                "model": self.model.state_dict(),
-                "method": self.method.state_dict(),
-                "memory": self.memory.state_dict(),
-            }
+            state = self.state()
+            return {key: state[key] for key in ("model", "method", "memory")}
 
         state = self.ranks.from_leader(leader_state, self.device)
         if not self.ranks.leader:
-            self.model.load_state_dict(state["model"])
-            self.method.load_state_dict(state["method"], self.model)
-            self.memory.load_state_dict(state["memory"], self.device)
+            self.load_learner(state)
+
+    def load_learner(self, state: dict) -> None:
+        """The model, then the method (which may rebuild from the model), then the exemplars."""
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"], self.model)
+        self.memory.load_state_dict(state["memory"], self.device)
 
     def embed(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
         """The features of `images`, batch by batch (herding consumes them class by class)."""
@@ -394,9 +396,7 @@ class Runner:
         """Continue from a checkpoint written by `save`."""
         for size in state["task_sizes"]:
             self.model.add_head(size)
-        self.model.load_state_dict(state["model"])
-        self.method.load_state_dict(state["method"], self.model)
-        self.memory.load_state_dict(state["memory"], self.device)
+        self.load_learner(state)
         self.results.load_state_dict(state["results"])
         checkpoint.set_rng_state(state["rng"], self.benchmark.generator)
         self.progress.restore(state)
