@@ -2,9 +2,10 @@
 and a bad one becomes a single `ConfigError` line naming the key, the value and what is allowed."""
 
 from numbers import Real
+from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cl_runner.data.schedule import class_order, task_sizes
 from cl_runner.errors import ConfigError
@@ -108,17 +109,60 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
+def pretrained_data(backbone: DictConfig) -> str | None:
+    """The data set the backbone's weights were trained on: named, or ImageNet for torchvision's."""
+    if _get(backbone, "weights_data"):
+        return str(_get(backbone, "weights_data"))
+    return "imagenet" if _get(backbone, "weights") == "imagenet" else None
+
+
+def expand_sequence(cfg: DictConfig, config_root: Path) -> None:
+    """`sequence=[a,b,...]`: each name's data set config, resolved as if it were `dataset` and
+    with the user's `sets.<name>.*` overrides, goes to `sequence_sets`; `dataset` becomes the
+    first set that is learnt (its schedule is train.*'s default); the backbone's weights data set
+    is written out, so the first set is the pretrained task when it is that data set."""
+    names = _get(cfg, "sequence")
+    if not OmegaConf.is_list(names) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"sequence={names!r} is invalid: expected a list of data set names, e.g. [cub200,scenes67]")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sequence={list(names)} names a data set twice")
+    if _get(cfg, "init_classes") is not None or _get(cfg, "class_order") is not None:
+        raise ConfigError("sequence is one task per data set: init_classes and class_order do not apply")
+    known = sorted(p.stem for p in (config_root / "dataset").glob("*.yaml"))
+    nodes = []
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"sequence: no data set {name!r}; choose from {', '.join(known)}")
+        node = OmegaConf.load(config_root / "dataset" / f"{name}.yaml")
+        overrides = _get(cfg, f"sets.{name}")
+        if overrides is not None:
+            node = OmegaConf.merge(node, overrides)
+        with open_dict(cfg):
+            cfg.dataset = node  # resolved where it will stand: ${dataset.root} and the like
+            nodes.append(OmegaConf.create(OmegaConf.to_container(cfg.dataset, resolve=True)))
+    pretrained = pretrained_data(cfg.backbone)
+    with open_dict(cfg):
+        if "weights" in cfg.backbone:  # backbones that can load weights
+            cfg.backbone.weights_data = pretrained
+        learnt = [n for name, n in zip(names, nodes, strict=True) if name != pretrained]
+        if not learnt:
+            raise ConfigError(f"sequence={list(names)} has no task to learn after the pretrained one")
+        cfg.dataset = learnt[0]
+        cfg.sequence_sets = {name: node for name, node in zip(names, nodes, strict=True)}
+
+
 def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
     """Check every user-settable value; return the plain training settings and the device."""
     for group in ("method", "backbone", "dataset"):
         if not isinstance(_get(cfg, group), DictConfig):
             raise ConfigError(f"no {group} is configured; pick one, e.g. {group}=<name>")
     num_classes = _int(cfg, "dataset.num_classes", 1)
-    steps = _int(cfg, "steps", 1)
-    init_classes = _int(cfg, "init_classes", 1, optional=True)
-    if steps > num_classes:
-        raise ConfigError(f"steps={steps} is more than the {num_classes} classes of the data set")
-    task_sizes(num_classes, steps, init_classes)  # raises with the values that work
+    if not _get(cfg, "sequence"):
+        steps = _int(cfg, "steps", 1)
+        init_classes = _int(cfg, "init_classes", 1, optional=True)
+        if steps > num_classes:
+            raise ConfigError(f"steps={steps} is more than the {num_classes} classes of the data set")
+        task_sizes(num_classes, steps, init_classes)  # raises with the values that work
     _int(cfg, "class_order_seed", 0, optional=True)
     explicit = _get(cfg, "class_order")
     if explicit is not None:
@@ -161,6 +205,11 @@ def run_choices(cfg: DictConfig, choices: dict, user_overrides: list[str]) -> di
     backbone (DER on CIFAR-100: ResNet-18), so the backbone is named by what will be built;
     a different backbone asked for on the command line would be silently replaced: refuse it."""
     choices = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+    if _get(cfg, "sequence"):
+        split_keys = [o.split("=", 1)[0].lstrip("+~") for o in user_overrides]
+        if "steps" in split_keys or "init_classes" in split_keys:
+            raise ConfigError("sequence sets one task per data set: drop steps/init_classes (they split one data set)")
+        choices["dataset"] = "+".join(_get(cfg, "sequence"))
     if _get(cfg, "addon") is None:  # `optional addon: ${method}` names the method when no add-on exists
         choices.pop("addon", None)
     built = str(cfg.backbone._target_).rsplit(".", 1)[-1]

@@ -138,6 +138,8 @@ class Runner:
     def learn(self, task: Task) -> None:
         if self.progress.position.fresh:
             self.model.add_head(task.size)
+            if task.pretrained:  # the weights' own classifier; the task is not trained
+                self.model.load_pretrained_head()
             self.method.before_task(task, self.model, self.memory)
             self.progress.begin_task(task.index, self.stages(task)[0].name)
         data = self.training_data(task)
@@ -178,7 +180,7 @@ class Runner:
     def after_training(self, task: Task, data: TaskData, clock: "PhaseClock"):
         """BatchNorm statistics, exemplars, the method's own after-task work, then evaluation."""
         with clock("recalibrate"), self.autocast():
-            if self.settings.precise_bn:
+            if self.settings.precise_bn and not task.pretrained:
                 recalibrate(self.model, data.own_views(), self.ranks)
         with clock("memory"), self.autocast():
             self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
@@ -237,7 +239,10 @@ class Runner:
         return torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def stages(self, task: Task) -> list[Stage]:
-        """The method's head-only epochs if it asks for them (not on the first task), then the main stage."""
+        """The method's head-only epochs if it asks for them (not on the first task), then the
+        main stage; none on a pretrained task."""
+        if task.pretrained:
+            return [Stage("main", 0)]
         head = self.method.head_epochs if task.index > 0 else 0
         return ([Stage("head", head)] if head else []) + [Stage("main", self.settings.epochs)]
 
@@ -250,20 +255,29 @@ class Runner:
         names = [stage.name for stage in stages]
         for stage in stages[names.index(self.progress.position.stage) :]:
             with (
-                self.stage_parameters(stage) as params,
+                self.stage_parameters(task, data, stage) as params,
                 self.ranks.replicate(self.model, self.device) as replica,
                 compiled(replica, s.compile, task.index) as model,
             ):
                 self.run_stage(task, data, model, params, stage)
 
+    def fixed_heads(self, task: Task, data: TaskData) -> list[torch.Tensor]:
+        """In a sequence of data sets, earlier tasks' heads stay as they were learnt (the LwF
+        paper's theta_o, fixed in fine-tuning; MAS's code keeps one head at a time), unless the
+        loss reaches them: the method distils them (LwF), or covers all seen classes."""
+        if task.name is None or self.method.trains_old_heads or self.method.all_logits or data.rehearsal:
+            return []
+        return [p for head in list(self.model.heads)[:-1] for p in head.parameters()]
+
     @contextmanager
-    def stage_parameters(self, stage: Stage):
+    def stage_parameters(self, task: Task, data: TaskData, stage: Stage):
         """The stage's trainable parameters, in the stage's mode. The head stage runs the network
         in eval mode and freezes all but the new head (requires_grad off), so no gradient flows
         back through the extractor, nor is all-reduced for it."""
         if stage.name != "head":
             self.model.train()
-            yield [p for p in self.model.parameters() if p.requires_grad]
+            fixed = self.fixed_heads(task, data)
+            yield [p for p in self.model.parameters() if p.requires_grad and not any(p is f for f in fixed)]
             return
         self.model.eval()
         head = list(self.model.heads[-1].parameters())
@@ -394,8 +408,10 @@ class Runner:
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint written by `save`."""
-        for size in state["task_sizes"]:
+        for task, size in zip(self.benchmark.tasks, state["task_sizes"]):
             self.model.add_head(size)
+            if task.pretrained:
+                self.model.load_pretrained_head()
         self.load_learner(state)
         self.results.load_state_dict(state["results"])
         checkpoint.set_rng_state(state["rng"], self.benchmark.generator)

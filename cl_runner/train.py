@@ -18,12 +18,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cl_runner import checkpoint, distributed
-from cl_runner.config import run_choices, validate
+from cl_runner.config import expand_sequence, run_choices, validate
 from cl_runner.data.benchmark import Benchmark
-from cl_runner.data.build import load_splits
+from cl_runner.data.build import Form, load_sequence, load_splits
+from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment
 from cl_runner.data.memory import ExemplarMemory
-from cl_runner.data.schedule import make_schedule
+from cl_runner.data.schedule import Task, make_schedule
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError, UserError
 from cl_runner.instantiate import build
@@ -31,6 +32,7 @@ from cl_runner.loggers import Loggers
 from cl_runner.loggers.console import ConsoleLogger
 from cl_runner.loggers.files import FileLogger
 from cl_runner.loggers.plots import PlotLogger
+from cl_runner.models.weights import IMAGENET_MEAN, IMAGENET_STD
 from cl_runner.paths import config_dir
 from cl_runner.precision import configure_backends, select_device
 from cl_runner.preflight import RANK_FOLDER_PREFIX, command_line, full_error, hydra_errors
@@ -64,6 +66,8 @@ def build_runner(
 ) -> Runner:
     """Everything a run needs, built from the composed config's plain values. With several
     processes (torchrun) this joins them; the run folder is rank 0's."""
+    if cfg.get("sequence"):
+        expand_sequence(cfg, Path(CONFIG_DIR))
     settings, device = validate(cfg)
     device = distributed.start(ranks, device)
     select_device(device)
@@ -72,26 +76,26 @@ def build_runner(
     if ranks.leader:
         check_writable(out_dir)
     seed_everything(cfg.seed)
-    splits = load_splits(cfg.dataset)
+    splits, order, tasks, form = load_benchmark(cfg)
     if cfg.memory.size > len(splits.train):
         raise ConfigError(f"memory.size={cfg.memory.size} exceeds the {len(splits.train)} training images")
-    order, tasks = make_schedule(
-        cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed, cfg.get("class_order")
-    )
+    # Pretrained weights bring their own normalisation, for every task.
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.backbone.get("weights") else (form.mean, form.std)
     augment = Augment(
-        cfg.dataset.mean,
-        cfg.dataset.std,
-        cfg.dataset.augment.crop_padding,
-        cfg.dataset.augment.flip,
+        mean,
+        std,
+        form.crop_padding,
+        form.flip,
         channels_last=settings.channels_last,
-        brightness=cfg.dataset.augment.get("brightness", 0.0),
+        brightness=form.brightness,
     )
     benchmark = Benchmark.on_device(splits, order, tasks, augment, cfg.seed, device)
 
-    backbone = build(cfg.backbone, in_channels=cfg.dataset.channels, image_size=cfg.dataset.size)
+    backbone = build(cfg.backbone, in_channels=form.channels, image_size=form.size)
     method = build(cfg.method)
     addons = [build(cfg.addon)] if cfg.get("addon") else []
     model = method.network(backbone).to(device)
+    check_pretrained_task(tasks, backbone, model)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -114,6 +118,32 @@ def build_runner(
         runner.restore(saved)
         log.info("resumed at %s", saved["position"])
     return runner
+
+
+def load_benchmark(cfg: DictConfig) -> tuple[Splits, list[int], list[Task], Form]:
+    """The images, the class order and the tasks: a class split of one data set, or a
+    sequence of data sets (one task each, in the given order)."""
+    if cfg.get("sequence"):
+        rgb = bool(cfg.backbone.get("weights"))
+        splits, tasks, form = load_sequence(cfg.sequence_sets, cfg.backbone.get("weights_data"), rgb)
+        return splits, list(range(tasks[-1].end)), tasks, form
+    splits = load_splits(cfg.dataset)
+    order, tasks = make_schedule(
+        cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed, cfg.get("class_order")
+    )
+    return splits, order, tasks, Form.of(cfg.dataset)
+
+
+def check_pretrained_task(tasks: list[Task], backbone, model) -> None:
+    """A pretrained first task's head is the weights' classifier: its classes must match."""
+    if not tasks[0].pretrained:
+        return
+    if not hasattr(model, "load_pretrained_head"):
+        raise ConfigError(f"this method's network cannot take the weights' classifier as {tasks[0].name}'s head")
+    if backbone.pretrained.num_classes != tasks[0].size:
+        raise ConfigError(
+            f"backbone.weights classify {backbone.pretrained.num_classes} classes, but {tasks[0].name} has {tasks[0].size}"
+        )
 
 
 def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:

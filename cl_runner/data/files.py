@@ -8,7 +8,9 @@ both through a DataLoader with worker processes and pinned memory.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -21,11 +23,51 @@ from cl_runner.errors import ConfigError
 RESIZE_RATIO = 256 / 224  # evaluation: resize the short side to 256 for a 224 crop
 
 
-class FileImages:
-    """A list of image files, all delivered as uint8 3 x size x size."""
+@dataclass(frozen=True)
+class Style:
+    """How an image is distorted for training. `resized`: a random resized crop (the ImageNet
+    recipe); `crop`: the short side resized to size * 256/224, then a random size x size crop
+    (the LwF and MAS recipe). Evaluation always resizes the short side and takes the centre."""
 
-    def __init__(self, paths: list[str], size: int, workers: int = 4):
+    crop: str = "resized"
+    flip: bool = True
+
+
+class ArrayImage:
+    """One image of an in-memory uint8 array [N, C, H, W], decoded by the workers like a file
+    (a small data set in a sequence of large ones). The array is shared, not copied, per item."""
+
+    __slots__ = ("array", "index")
+
+    def __init__(self, array: np.ndarray, index: int):
+        self.array, self.index = array, index
+
+    def open(self) -> Image.Image:
+        pixels = self.array[self.index]
+        return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+
+    def __str__(self) -> str:
+        return f"in-memory image {self.index}"
+
+
+def open_image(source: "str | ArrayImage") -> Image.Image:
+    return Image.open(source) if isinstance(source, str) else source.open()
+
+
+class FileImages:
+    """A list of image files (or `ArrayImage`s), all delivered as uint8 3 x size x size; each
+    with its training `Style`."""
+
+    def __init__(self, paths: list, size: int, workers: int = 4, styles: "list[Style] | Style | None" = None):
         self.paths, self.size, self.workers = list(paths), size, workers
+        if styles is None or isinstance(styles, Style):
+            styles = [styles or Style()] * len(self.paths)
+        self.styles = list(styles)
+
+    @classmethod
+    def concat(cls, parts: "list[FileImages]", size: int, workers: int) -> "FileImages":
+        paths = [p for part in parts for p in part.paths]
+        return cls(paths, size, workers, [s for part in parts for s in part.styles])
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,18 +85,25 @@ class FileImages:
 
     def __getitem__(self, key) -> "FileImages":
         if isinstance(key, slice):
-            return FileImages(self.paths[key], self.size, self.workers)
+            return FileImages(self.paths[key], self.size, self.workers, self.styles[key])
         index = torch.as_tensor(key).cpu()
         if index.dtype == torch.bool:
             index = index.nonzero().squeeze(1)
-        return FileImages([self.paths[i] for i in index.tolist()], self.size, self.workers)
+        rows = index.tolist()
+        return FileImages([self.paths[i] for i in rows], self.size, self.workers, [self.styles[i] for i in rows])
 
-    def transform(self, train: bool) -> v2.Transform:
-        if train:  # the standard ImageNet training distortion
-            steps = [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
-        else:
-            steps = [v2.Resize(round(self.size * RESIZE_RATIO), antialias=True), v2.CenterCrop(self.size)]
-        return v2.Compose([v2.PILToTensor(), *steps])
+
+def transform(size: int, train: bool, style: Style = Style()) -> v2.Transform:
+    resize = v2.Resize(round(size * RESIZE_RATIO), antialias=True)
+    if not train:
+        steps = [resize, v2.CenterCrop(size)]
+    elif style.crop == "resized":  # the standard ImageNet training distortion
+        steps = [v2.RandomResizedCrop(size, antialias=True)]
+    else:
+        steps = [resize, v2.RandomCrop(size)]
+    if train and style.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose([v2.PILToTensor(), *steps])
 
 
 class _Decode(Dataset):
@@ -62,8 +111,9 @@ class _Decode(Dataset):
     An item `(i, seed)` draws its distortions from `seed`: crops then depend on the epoch's seed
     and the image's place in it only, not on which worker, rank or resumed run decodes it."""
 
-    def __init__(self, paths: list[str], transform: v2.Transform, views: int = 1):
-        self.paths, self.transform, self.views = paths, transform, views
+    def __init__(self, images: FileImages, train: bool, views: int = 1):
+        self.paths, self.styles, self.views = images.paths, images.styles, views
+        self.transforms = {style: transform(images.size, train, style) for style in set(self.styles)}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,20 +121,21 @@ class _Decode(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
         i, seed = item if isinstance(item, tuple) else (item, None)
         try:
-            with Image.open(self.paths[i]) as image:
+            with open_image(self.paths[i]) as image:
                 image = image.convert("RGB")
                 if seed is None:
-                    return self.decode(image)
+                    return self.decode(image, i)
                 with torch.random.fork_rng(devices=[]):  # leaves the caller's generator alone
                     torch.manual_seed(seed)
-                    return self.decode(image)
+                    return self.decode(image, i)
         except (OSError, ValueError) as error:
             raise ConfigError(f"{self.paths[i]} is not a readable image ({error})") from None
 
-    def decode(self, image: Image.Image) -> torch.Tensor:
+    def decode(self, image: Image.Image, i: int) -> torch.Tensor:
+        transform = self.transforms[self.styles[i]]
         if self.views == 1:
-            return self.transform(image)
-        return torch.stack([self.transform(image) for _ in range(self.views)])
+            return transform(image)
+        return torch.stack([transform(image) for _ in range(self.views)])
 
 
 class _Batches:
@@ -107,7 +158,7 @@ def _loader(
     """Workers decode `batches` (lists of positions in `images`, or of (position, seed)) in
     order; `pin` when the batches go to a GPU (pinning would wake CUDA up on a CPU run)."""
     return DataLoader(
-        _Decode(images.paths, images.transform(train), views),
+        _Decode(images, train, views),
         batch_sampler=batches,
         num_workers=images.workers,
         pin_memory=pin,

@@ -17,6 +17,8 @@ class Task:
     index: int
     classes: tuple[int, ...]  # original class ids, in class order
     offset: int  # first (remapped) label of this task
+    name: str | None = None  # a sequence's data set (one task each); None: a class split
+    pretrained: bool = False  # learnt by the pretrained backbone already: its head is given, not trained
 
     @property
     def size(self) -> int:

@@ -32,6 +32,8 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 
 class LwF(Method):
+    trains_old_heads = True  # theta_o is optimised jointly (the paper's joint-optimize step)
+
     def __init__(self, lamb: float = 1.0, T: float = 2.0, head_epochs: int = 0, all_logits: bool = False):
         require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
         require(T > 0, f"method.T={T} is invalid: expected a number > 0")

@@ -10,6 +10,9 @@ import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
+from cl_runner.errors import ConfigError
+from cl_runner.models.weights import load_pretrained
+
 SMALL_INPUT_LIMIT = 64
 
 
@@ -50,7 +53,19 @@ class SmallAlexNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def alexnet(in_channels: int = 3, image_size: int = 224) -> nn.Module:
-    if image_size >= SMALL_INPUT_LIMIT:
-        return AlexNetFeatures(in_channels)
-    return SmallAlexNet(in_channels)
+def alexnet(
+    in_channels: int = 3, image_size: int = 224, weights: str | None = None, weights_data: str | None = None
+) -> nn.Module:
+    """`weights`: imagenet (torchvision's) or a state dict's path in torchvision's layout; the
+    pretrained fc8 is kept as `backbone.pretrained` (see weights.py)."""
+    if image_size < SMALL_INPUT_LIMIT:
+        if weights:
+            raise ConfigError(f"backbone.weights needs inputs of {SMALL_INPUT_LIMIT} px or more (got {image_size})")
+        return SmallAlexNet(in_channels)
+    net = AlexNetFeatures(in_channels)
+    net.pretrained = None
+    if weights:
+        if in_channels != 3:
+            raise ConfigError("backbone.weights needs 3-channel images")
+        net.pretrained = load_pretrained(net, "alexnet", weights, weights_data)
+    return net

@@ -26,11 +26,21 @@ class IncrementalNet(nn.Module):
     def task_sizes(self) -> list[int]:
         return [head.out_features for head in self.heads]
 
-    def add_head(self, num_classes: int) -> nn.Linear:
+    def make_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.feature_dim, num_classes)
+
+    def add_head(self, num_classes: int) -> nn.Module:
         device = next(self.backbone.parameters()).device
-        head = nn.Linear(self.feature_dim, num_classes).to(device)
+        head = self.make_head(num_classes).to(device)
         self.heads.append(head)
         return head
+
+    def load_pretrained_head(self) -> None:
+        """The last head becomes the pretrained network's own classifier (`backbone.pretrained`)."""
+        weight = self.backbone.pretrained.classifier["weight"]
+        head = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device)
+        head.load_state_dict(self.backbone.pretrained.classifier)
+        self.heads[-1] = head.to(next(self.backbone.parameters()).device)
 
     def param_counts(self) -> dict[str, int]:
         return {"params": sum(p.numel() for p in self.parameters())}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_runner.errors import ConfigError
+from cl_runner.models.weights import load_pretrained
 
 
 class BasicBlock(nn.Module):
@@ -77,6 +78,19 @@ class ResNet18(nn.Module):
 
 
 def resnet18(
-    in_channels: int = 3, image_size: int | None = None, stem: str = "cifar", zero_init_residual: bool = False
+    in_channels: int = 3,
+    image_size: int | None = None,
+    stem: str = "cifar",
+    zero_init_residual: bool = False,
+    weights: str | None = None,
+    weights_data: str | None = None,
 ) -> ResNet18:
-    return ResNet18(in_channels, stem, zero_init_residual)
+    """`weights`: imagenet (torchvision's) or a state dict's path in torchvision's layout; the
+    pretrained fc is kept as `backbone.pretrained` (see weights.py)."""
+    net = ResNet18(in_channels, stem, zero_init_residual)
+    net.pretrained = None
+    if weights:
+        if stem != "imagenet" or in_channels != 3:
+            raise ConfigError("backbone.weights needs backbone.stem=imagenet and 3-channel images (torchvision's layout)")
+        net.pretrained = load_pretrained(net, "resnet18", weights, weights_data)
+    return net
