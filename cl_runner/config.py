@@ -106,6 +106,8 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         compile=_bool(cfg, "train.compile"),
         precise_bn=_bool(cfg, "train.precise_bn"),
         deterministic=_bool(cfg, "train.deterministic"),
+        later_lr_factor=_auto_or(_number, cfg, "train.later_lr_factor", 0, False),
+        fix_bn=_auto_or(_bool, cfg, "train.fix_bn"),
     )
 
 
@@ -123,7 +125,9 @@ def expand_sequence(cfg: DictConfig, config_root: Path) -> None:
     is written out, so the first set is the pretrained task when it is that data set."""
     names = _get(cfg, "sequence")
     if not OmegaConf.is_list(names) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"sequence={names!r} is invalid: expected a list of data set names, e.g. [cub200,scenes67]")
+        raise ConfigError(
+            f"sequence={names!r} is invalid: expected a list of data set names, e.g. [cub200,scenes67]"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"sequence={list(names)} names a data set twice")
     if _get(cfg, "init_classes") is not None or _get(cfg, "class_order") is not None:
@@ -197,6 +201,11 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
         settings.eval_batch_size = forward_batch_size(device)
     if settings.channels_last == "auto":
         settings.channels_last = prefers_channels_last(device)
+    sequence = bool(_get(cfg, "sequence"))
+    if settings.later_lr_factor == "auto":
+        settings.later_lr_factor = 0.1 if sequence and not _get(cfg, "backbone.weights") else 1.0
+    if settings.fix_bn == "auto":
+        settings.fix_bn = sequence
     return settings, device
 
 
@@ -208,7 +217,9 @@ def run_choices(cfg: DictConfig, choices: dict, user_overrides: list[str]) -> di
     if _get(cfg, "sequence"):
         split_keys = [o.split("=", 1)[0].lstrip("+~") for o in user_overrides]
         if "steps" in split_keys or "init_classes" in split_keys:
-            raise ConfigError("sequence sets one task per data set: drop steps/init_classes (they split one data set)")
+            raise ConfigError(
+                "sequence sets one task per data set: drop steps/init_classes (they split one data set)"
+            )
         choices["dataset"] = "+".join(_get(cfg, "sequence"))
     if _get(cfg, "addon") is None:  # `optional addon: ${method}` names the method when no add-on exists
         choices.pop("addon", None)

@@ -15,11 +15,14 @@ def split(config: dict) -> tuple[int, int]:
 
 
 def protocol_label(config: dict) -> str:
+    """`B0 10 steps` for a class split; `sequence` for data sets one after another."""
+    if config.get("sequence"):
+        return "sequence"
     base, steps = split(config)
     return f"B{base} {steps} steps"
 
 
 def group_name(choices: dict, config: dict) -> str:
-    """All seeds of one setting: method-dataset-B<base>-<steps>steps."""
-    base, steps = split(config)
-    return f"{method_label(choices)}-{choices.get('dataset', 'data')}-B{base}-{steps}steps"
+    """All seeds of one setting: method-dataset-B<base>-<steps>steps, or method-a+b-sequence."""
+    protocol = "sequence" if config.get("sequence") else "B{}-{}steps".format(*split(config))
+    return f"{method_label(choices)}-{choices.get('dataset', 'data')}-{protocol}"

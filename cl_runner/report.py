@@ -5,7 +5,9 @@ their config without the seed, and reports mean ± std over seeds (sample std, n
 incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL. A preset that
 carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per_step}`) adds a
 paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
-tables), and its per-step curve drawn dashed beside ours. Writes report.md, report.csv and
+tables), and its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and MAS tables) adds each task's
+accuracy after the last task and its drop since it was learnt, beside the preset's
+`paper_by_method` row of the method run. Writes report.md, report.csv (report_tasks.csv) and
 report_curves.png; broken or unfinished runs are listed as skipped with the reason.
 """
 
@@ -44,7 +46,29 @@ class Group:
 
     @property
     def paper(self) -> dict:
-        return self.runs[0]["config"].get("paper") or {}
+        """The preset's paper numbers: `paper`, or the row of the method run in `paper_by_method`."""
+        config = self.runs[0]["config"]
+        by_method = config.get("paper_by_method") or {}
+        return config.get("paper") or by_method.get(self.runs[0].get("choices", {}).get("method")) or {}
+
+    @property
+    def sequence(self) -> list[str]:
+        return self.runs[0]["config"].get("sequence") or []
+
+    def final_per_task(self) -> list[list[str]]:
+        """A sequence's tasks after the last: task-IL accuracy and drop since learnt, mean ± std
+        over seeds, with the paper's where the preset pins them."""
+        paper_acc = self.paper.get("final_per_task") or []
+        paper_drop = self.paper.get("drop_per_task") or []
+        table = []
+        for j, name in enumerate(self.sequence):
+            entries = [run["final_per_task"]["task_il"][j] for run in self.runs if "final_per_task" in run]
+            acc = mean_std([e["acc"] for e in entries])
+            drop = mean_std([e["drop"] for e in entries])
+            table.append([self.label, f"{j} {name}", fmt(*acc), fmt(*drop),
+                          fmt(paper_acc[j] if j < len(paper_acc) else None, None),
+                          fmt(paper_drop[j] if j < len(paper_drop) else None, None)])  # fmt: skip
+        return table
 
     @property
     def curve_key(self) -> str:
@@ -182,9 +206,21 @@ def rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
-def markdown(header: list[str], table: list[list[str]], skipped: list[tuple[Path, str]]) -> str:
+TASK_HEADER = ["setting", "task", "accuracy", "drop since learnt", "paper accuracy", "paper drop"]
+
+
+def task_rows(groups: list[Group]) -> list[list[str]]:
+    """Each task of every sequence run, after the last task (the LwF and MAS tables)."""
+    return [row for g in sorted(groups, key=lambda g: g.label) if g.sequence for row in g.final_per_task()]
+
+
+def markdown(header: list[str], table: list[list[str]], skipped: list[tuple[Path, str]], tasks=()) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
+    if tasks:
+        lines += ["", "Each task after the last (task-IL, %; VOC: mAP):", ""]
+        lines += ["| " + " | ".join(TASK_HEADER) + " |", "|" + "---|" * len(TASK_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in tasks]
     if skipped:
         lines += ["", "Skipped:"] + [f"- {path}: {why}" for path, why in skipped]
     return "\n".join(lines) + "\n"
@@ -233,28 +269,36 @@ def plot_curves(groups: list[Group], path: Path) -> None:
 def report(paths: list[Path], out_dir: Path) -> tuple[list[Group], list[tuple[Path, str]]]:
     groups, skipped = group_runs(find_runs(paths))
     header, table = rows(groups)
+    tasks = task_rows(groups)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(markdown(header, table, skipped))
+    (out_dir / "report.md").write_text(markdown(header, table, skipped, tasks))
     with (out_dir / "report.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *table])
+    if tasks:
+        with (out_dir / "report_tasks.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([TASK_HEADER, *tasks])
     if groups:
         plot_curves(groups, out_dir / "report_curves.png")
     return groups, skipped
 
 
-def print_table(header: list[str], table: list[list[str]], skipped) -> None:
+def print_table(header: list[str], table: list[list[str]], skipped, tasks=()) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="class-incremental results (mean ± std over seeds, %)", title_justify="left")
-    for i, column in enumerate(header):
-        t.add_column(column, justify="left" if i == 0 else "right")
-    for row in table:
-        t.add_row(*row)
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # files and pipes get the whole row, not 80 columns
-    console.print(t)
+    titles = ["incremental results (mean ± std over seeds, %)", "each task after the last (task-IL, %)"]
+    for title, columns, body in zip(titles, (header, TASK_HEADER), (table, tasks), strict=True):
+        if not body:
+            continue
+        t = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            t.add_column(column, justify="left" if i == 0 else "right")
+        for row in body:
+            t.add_row(*row)
+        console.print(t)
     for path, why in skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {why}")
 
@@ -276,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  skipped {path}: {why}", file=sys.stderr)
         return 2
     header, table = rows(groups)
-    print_table(header, table, skipped)
+    print_table(header, table, skipped, task_rows(groups))
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {out_dir / 'report_curves.png'}")
     return 0
 

@@ -39,6 +39,7 @@ class Results:
         self.steps.append(
             {
                 "step": task.index,
+                "name": task.name,
                 "classes": list(task.classes),
                 "seen_acc": evaluation.seen_acc,
                 "seen_acc_top5": evaluation.seen_acc_top5,
@@ -59,6 +60,17 @@ class Results:
         key = "seen_acc" if kind == "class_il" else "seen_acc_task_il"
         return [step[key] for step in self.steps]
 
+    def final_per_task(self, kind: str) -> list[dict]:
+        """Each task's accuracy after the last step and its drop since the step that learnt it
+        (the LwF and MAS papers' numbers; negative: forgotten)."""
+        if not self.rows[kind]:
+            return []
+        last = self.rows[kind][-1]
+        return [
+            {"name": step["name"], "acc": last[j], "drop": last[j] - self.rows[kind][j][j]}
+            for j, step in enumerate(self.steps[: len(last)])
+        ]
+
     def summary(self) -> dict[str, dict]:
         return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in KINDS}
 
@@ -75,5 +87,6 @@ class Results:
             "finished": self.finished,
             "accuracy_matrix": {kind: self.matrix(kind) for kind in KINDS},
             "summary": self.summary(),
+            "final_per_task": {kind: self.final_per_task(kind) for kind in KINDS},
             "steps": self.steps,
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
@@ -180,7 +181,8 @@ class Runner:
     def after_training(self, task: Task, data: TaskData, clock: "PhaseClock"):
         """BatchNorm statistics, exemplars, the method's own after-task work, then evaluation."""
         with clock("recalibrate"), self.autocast():
-            if self.settings.precise_bn and not task.pretrained:
+            fixed = self.settings.fix_bn and self.later(task)
+            if self.settings.precise_bn and not task.pretrained and not fixed:
                 recalibrate(self.model, data.own_views(), self.ranks)
         with clock("memory"), self.autocast():
             self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
@@ -261,6 +263,11 @@ class Runner:
             ):
                 self.run_stage(task, data, model, params, stage)
 
+    def later(self, task: Task) -> bool:
+        """Whether `task` comes after the first task learnt here (`later_lr_factor`, `fix_bn`)."""
+        first_learnt = next(t.index for t in self.benchmark.tasks if not t.pretrained)
+        return task.index > first_learnt
+
     def fixed_heads(self, task: Task, data: TaskData) -> list[torch.Tensor]:
         """In a sequence of data sets, earlier tasks' heads stay as they were learnt (the LwF
         paper's theta_o, fixed in fine-tuning; MAS's code keeps one head at a time), unless the
@@ -276,6 +283,10 @@ class Runner:
         back through the extractor, nor is all-reduced for it."""
         if stage.name != "head":
             self.model.train()
+            if self.settings.fix_bn and self.later(task):
+                for m in self.model.modules():
+                    if isinstance(m, _BatchNorm):
+                        m.eval()
             fixed = self.fixed_heads(task, data)
             yield [p for p in self.model.parameters() if p.requires_grad and not any(p is f for f in fixed)]
             return
@@ -292,14 +303,15 @@ class Runner:
 
     def run_stage(self, task: Task, data: TaskData, model, params: list, stage: Stage) -> None:
         s = self.settings
-        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        lr = s.lr * self.method.lr_scale * (s.later_lr_factor if self.later(task) else 1.0)
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
         # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
         scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
         first_epoch, order = self.progress.continue_stage(stage.name, optimizer, scaler)
         for epoch in range(first_epoch, stage.epochs):
             start_batch = self.progress.begin_epoch(stage.name, epoch, continuing=order is not None)
             for group in optimizer.param_groups:
-                group["lr"] = s.lr * lr_factor(s, epoch)
+                group["lr"] = lr * lr_factor(s, epoch)
             if stage.name == "main" and start_batch == 0:  # not again when resuming inside the epoch
                 self.method.epoch_start(epoch, self.model, data)
             started = time.perf_counter()
@@ -408,7 +420,7 @@ class Runner:
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint written by `save`."""
-        for task, size in zip(self.benchmark.tasks, state["task_sizes"]):
+        for task, size in zip(self.benchmark.tasks, state["task_sizes"], strict=False):  # the tasks begun
             self.model.add_head(size)
             if task.pretrained:
                 self.model.load_pretrained_head()

@@ -22,6 +22,9 @@ class TrainSettings:
     compile: bool = False
     precise_bn: bool = True
     deterministic: bool = False
+    # After the first learnt task (config "auto": decided by config.validate for the protocol):
+    later_lr_factor: float = 1.0  # the learning rate of later tasks is lr times this
+    fix_bn: bool = False  # BatchNorm statistics stay as the first learnt task left them
 
 
 def lr_factor(s: TrainSettings, epoch: int) -> float:

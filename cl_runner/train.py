@@ -139,10 +139,13 @@ def check_pretrained_task(tasks: list[Task], backbone, model) -> None:
     if not tasks[0].pretrained:
         return
     if not hasattr(model, "load_pretrained_head"):
-        raise ConfigError(f"this method's network cannot take the weights' classifier as {tasks[0].name}'s head")
+        raise ConfigError(
+            f"this method's network cannot take the weights' classifier as {tasks[0].name}'s head"
+        )
     if backbone.pretrained.num_classes != tasks[0].size:
         raise ConfigError(
-            f"backbone.weights classify {backbone.pretrained.num_classes} classes, but {tasks[0].name} has {tasks[0].size}"
+            f"backbone.weights classify {backbone.pretrained.num_classes} classes, "
+            f"but {tasks[0].name} has {tasks[0].size}"
         )
 
 

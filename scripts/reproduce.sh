@@ -3,16 +3,22 @@
 #
 #   scripts/reproduce.sh TABLE [--smoke] [extra cl-run overrides...]
 #
-# TABLE: der_cifar100 | der_imagenet100 | lwf_mas_cifar100 | sd_cifar100
+# TABLE: der_cifar100 | der_imagenet100 | lwf_mas_cifar100 | sd_cifar100 | lwf_table | mas_table
 # Extra overrides go to every job, e.g. a launcher: hydra/launcher=slurm hydra.launcher.partition=gpu
 # Results: ${OUT:-reproduce}/TABLE/ (one folder per job) and its report/ (report.md, .csv, .png).
 # Every job runs with resume=auto: running the same command again continues unfinished jobs.
 #
 # --smoke runs the same sweep shrunk so that it finishes in minutes on a CPU: generated
-# CIFAR-format files (4 training images per class), one epoch, a ResNet-20, one seed.
+# CIFAR-format files (4 training images per class), one epoch, a ResNet-20, one seed. For
+# lwf_table and mas_table: every set generated in its release's format (scripts/synthetic_sets.py)
+# and random AlexNet weights in place of the ImageNet and Places365 ones; PRESETS=a,b narrows the
+# presets swept.
 set -euo pipefail
 
-usage() { echo "usage: $0 der_cifar100|der_imagenet100|lwf_mas_cifar100|sd_cifar100 [--smoke] [overrides...]" >&2; exit 2; }
+usage() {
+  echo "usage: $0 der_cifar100|der_imagenet100|lwf_mas_cifar100|sd_cifar100|lwf_table|mas_table [--smoke] [overrides...]" >&2
+  exit 2
+}
 [ $# -ge 1 ] || usage
 table=$1; shift
 smoke=0
@@ -43,18 +49,54 @@ case $table in
   sd_cifar100)
     sweep=(experiment=sd_cifar100_b0_1 method=sd,finetune)
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20) ;;
+  lwf_table)
+    # TPAMI Table 1(a) without its VOC columns. Feature extraction runs apart: no warm-up (it
+    # trains only heads anyway) at its own 5x rate (method.lr_scale).
+    presets=${PRESETS:-lwf_imagenet_cub,lwf_imagenet_scenes,lwf_imagenet_mnist,lwf_places365_cub,lwf_places365_scenes}
+    sweep=(experiment=$presets method=lwf,finetune,finetune_fc,joint)
+    apart=(experiment=$presets method=feature_extraction method.head_epochs=0)
+    shrink=(train.batch_size=8) ;;
+  mas_table)
+    presets=${PRESETS:-mas_birds_scenes,mas_scenes_birds,mas_flowers_birds,mas_flowers_scenes,mas_8tasks}
+    sweep=(experiment=$presets method=mas,finetune,lwf)
+    shrink=(train.batch_size=8) ;;
   *) usage ;;
 esac
 
 extra=()  # ++: these keys exist only in the swept presets, not in the sweep's base config
-if [ $smoke = 1 ]; then
+if [ $smoke = 1 ] && [ "${presets:-}" ]; then
+  seeds=${SEEDS:-0}
+  # Every set in its release's format, and random weights where the pretrained ones would be:
+  # torchvision's hub cache (ImageNet) and the Places365 release's path under the data root.
+  "$python" "$here/synthetic_sets.py" "$out/data" >/dev/null
+  export CL_RUNNER_DATA=$out/data TORCH_HOME=$out/torch
+  "$python" - "$out" <<'PY'
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.models import alexnet
+
+out = Path(sys.argv[1])
+for path, classes in ((out / "torch/hub/checkpoints/alexnet-owt-7be5be79.pth", 1000),
+                      (out / "data/weights/alexnet_places365.pth.tar", 365)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(alexnet(num_classes=classes).state_dict(), path)
+PY
+  extra=("${shrink[@]}" train.epochs=1 logger=local)
+elif [ $smoke = 1 ]; then
   seeds=${SEEDS:-0}
   "$python" "$here/synthetic_cifar.py" "$out/data" --train-per-class 4 --test-per-class 2 >/dev/null
   extra=("${shrink[@]}" "++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
+fi
+if [ $smoke = 1 ]; then
   # Job folders are named by the swept keys only: the shrink keys are the same for every job.
   fixed=$(printf '%s\n' "${extra[@]}" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
   extra+=("hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$fixed]")
 fi
 
 "${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+if [ "${apart:-}" ]; then
+  "${cl_run[@]}" -m "${apart[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+fi
 "${cl_report[@]}" "$out" --out "$out/report"

@@ -43,7 +43,8 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
     [
         (  # a config-group option that does not exist, found before Hydra starts
             ["method=nope"],
-            "cl-run: error: method=nope is unknown; choose from: der, finetune, joint, lwf, mas, sd",
+            "cl-run: error: method=nope is unknown; choose from: "
+            "der, feature_extraction, finetune, finetune_fc, joint, lwf, mas, sd",
         ),
         (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
         (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse

@@ -47,3 +47,35 @@ def test_der_cifar100_smoke_reproduces_the_table_with_the_paper_column(tmp_path)
             paper = preset.paper_by_pruning[prune]
             assert float(row["paper avg"]) == pytest.approx(paper.avg_incremental_acc)
             assert float(row["paper last"]) == pytest.approx(paper.last_acc)
+
+
+@pytest.mark.slow  # eight small AlexNet runs on generated files: about three minutes on two cores
+@pytest.mark.parametrize(
+    "table, preset, methods",
+    [
+        ("lwf_table", "lwf_imagenet_cub", ["feature_extraction", "finetune", "finetune_fc", "joint", "lwf"]),
+        ("mas_table", "mas_flowers_birds", ["finetune", "lwf", "mas"]),
+    ],
+)
+def test_sequence_table_smoke_runs_every_method_on_files_in_each_format(tmp_path, table, preset, methods):
+    """The generated sets in their releases' formats, random weights where the pretrained ones
+    would be (hub cache, Places365 path): every method of the table runs, and the per-task
+    report carries the paper's numbers of the preset."""
+    env_presets = {"PRESETS": preset}
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, **env_presets,
+           "CL_RUN": str(bin_dir / "cl-run"), "CL_REPORT": str(bin_dir / "cl-report")}  # fmt: skip
+    proc = subprocess.run(["bash", str(SCRIPT), table, "--smoke", "device=cpu"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "out" / f"{table}_smoke"
+    jobs = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
+    assert [j.split("method=")[1].split(",")[0] for j in jobs] == methods
+    with (folder / "report" / "report_tasks.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(methods)  # two tasks each
+    preset_cfg = OmegaConf.load(ROOT / "configs" / "experiment" / f"{preset}.yaml")
+    main = table.split("_")[0]
+    ours = [r for r in rows if r["setting"].startswith(f"{main} |")]
+    paper = preset_cfg.paper_by_method[main].final_per_task
+    assert [float(r["paper accuracy"]) for r in ours] == pytest.approx(list(paper))

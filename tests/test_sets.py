@@ -2,14 +2,19 @@
 images with the right labels in the right split, and one line for a missing root, a bad list
 line and a missing image."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from synthetic_sets import WRITERS
 
 from cl_runner.data import sets
 from cl_runner.data.files import batches
 from cl_runner.errors import ConfigError
-
-from .set_files import WRITERS
 
 # name -> (classes, train images, test images) of the tiny copies
 EXPECTED = {
@@ -69,7 +74,12 @@ def test_a_missing_root_is_one_line_naming_the_setting(tmp_path, name):
     "name, listing, bad_line, message",
     [
         ("cub200", "images.txt", "7\n", r"images.txt line \d+: expected 'id relative/path.jpg'"),
-        ("aircraft100", "data/images_variant_test.txt", "2000000\n", r"line \d+: expected 'image_id variant name'"),
+        (
+            "aircraft100",
+            "data/images_variant_test.txt",
+            "2000000\n",
+            r"line \d+: expected 'image_id variant name'",
+        ),
         ("places365", "places365_val.txt", "x.jpg seven\n", r"'seven' is not an integer"),
         ("scenes67", "TestImages.txt", "kitchen/k.jpg\n", r"'kitchen/k.jpg' names no scene folder"),
     ],
@@ -82,7 +92,9 @@ def test_a_bad_list_line_is_one_line_naming_file_and_line(tmp_path, name, listin
         load(name, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["cub200", "scenes67", "flowers102", "cars196", "aircraft100", "actions40", "places365"])
+@pytest.mark.parametrize(
+    "name", ["cub200", "scenes67", "flowers102", "cars196", "aircraft100", "actions40", "places365"]
+)
 def test_a_missing_image_is_one_line_with_an_example(tmp_path, name):
     WRITERS[name](tmp_path)
     victim = next(p for p in sorted(tmp_path.rglob("*.jpg")))

@@ -90,7 +90,9 @@ class FileImages:
         if index.dtype == torch.bool:
             index = index.nonzero().squeeze(1)
         rows = index.tolist()
-        return FileImages([self.paths[i] for i in rows], self.size, self.workers, [self.styles[i] for i in rows])
+        return FileImages(
+            [self.paths[i] for i in rows], self.size, self.workers, [self.styles[i] for i in rows]
+        )
 
 
 def transform(size: int, train: bool, style: Style = Style()) -> v2.Transform:

@@ -102,5 +102,7 @@ def pooled_statistics(sets: list[SequenceSet], channels: int) -> tuple[list[floa
         return v.expand(channels) if len(v) < channels else v
 
     mean = sum(len(s.splits.train) * per_channel(s.mean) for s in sets) / total
-    second = sum(len(s.splits.train) * (per_channel(s.std) ** 2 + per_channel(s.mean) ** 2) for s in sets) / total
+    second = (
+        sum(len(s.splits.train) * (per_channel(s.std) ** 2 + per_channel(s.mean) ** 2) for s in sets) / total
+    )
     return mean.tolist(), (second - mean**2).sqrt().tolist()

@@ -2,17 +2,16 @@
 layout into files decoded by DataLoader workers (as ImageNet is). Every reader checks the root,
 every list line and every image file, and says what is wrong in one line.
 
-| set | layout under `root` | split |
-|---|---|---|
-| CUB-200-2011 | images.txt, image_class_labels.txt, train_test_split.txt, images/ | the official one |
-| MIT Indoor-67 | Images/<class>/, TrainImages.txt, TestImages.txt | the official 80/20 lists |
-| Oxford Flowers-102 | jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat | train+val / test |
-| Stanford Cars | cars_train/, cars_test/, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat | official |
-| FGVC-Aircraft | data/images/, data/variants.txt, data/images_variant_{trainval,test}.txt | official |
-| Stanford 40 Actions | JPEGImages/, ImageSplits/actions.txt, ImageSplits/<action>_{train,test}.txt | official |
-| Letters (Chars74K) | English/Img/GoodImg/Bmp/Sample011..062/ (A-Z, a-z) | fixed stratified |
-| Places365 | val_256/ + places365_val.txt, data_256/ + places365_train_standard.txt, categories_places365.txt | official |
-| SVHN | train_32x32.mat, test_32x32.mat (in memory) | official |
+- CUB-200-2011: images.txt, image_class_labels.txt, train_test_split.txt, images/ (official split)
+- MIT Indoor-67: Images/<class>/, TrainImages.txt, TestImages.txt (the official lists)
+- Oxford Flowers-102: jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat (train+val / test)
+- Stanford Cars: cars_train/, cars_test/, devkit/cars_{train_annos,test_annos_withlabels}.mat
+- FGVC-Aircraft: data/images/, data/variants.txt, data/images_variant_{trainval,test}.txt
+- Stanford 40 Actions: JPEGImages/, ImageSplits/actions.txt, ImageSplits/<action>_{train,test}.txt
+- Letters (Chars74K): English/Img/GoodImg/Bmp/Sample011..062/ (A-Z, a-z; a fixed split per class)
+- Places365: data_256/ + places365_train_standard.txt, val_256/ + places365_val.txt,
+  categories_places365.txt
+- SVHN: train_32x32.mat, test_32x32.mat (held in memory)
 """
 
 from pathlib import Path
@@ -28,7 +27,9 @@ from cl_runner.errors import ConfigError
 def folder(root: str, what: str, hint: str) -> Path:
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise ConfigError(f"{what} folder {base} not found; set its root ({hint}); it cannot be downloaded here")
+        raise ConfigError(
+            f"{what} folder {base} not found; set its root ({hint}); it cannot be downloaded here"
+        )
     return base
 
 
@@ -58,10 +59,14 @@ def integer(value: str, path: Path) -> int:
 def part(paths: list[Path], labels: list[int], size: int, workers: int, what: str) -> ImageSet:
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise ConfigError(f"{len(missing)} of the {len(paths)} images of {what} are missing, e.g. {missing[0]}")
+        raise ConfigError(
+            f"{len(missing)} of the {len(paths)} images of {what} are missing, e.g. {missing[0]}"
+        )
     if not paths:
         raise ConfigError(f"{what} holds no images")
-    return ImageSet(FileImages([str(p) for p in paths], size, workers), torch.tensor(labels, dtype=torch.int64))
+    return ImageSet(
+        FileImages([str(p) for p in paths], size, workers), torch.tensor(labels, dtype=torch.int64)
+    )
 
 
 def load_mat(path: Path) -> dict:
@@ -79,7 +84,10 @@ def cub200(root: str, size: int = 224, workers: int = 8) -> Splits:
     """CUB-200-2011: 200 bird species, the official 5,994 / 5,794 split."""
     base = folder(root, "CUB-200-2011", "sets.cub200.root")
     paths = {i: p for i, p in text_lines(base / "images.txt", 2, "'id relative/path.jpg'")}
-    labels = {i: integer(c, base / "image_class_labels.txt") - 1 for i, c in text_lines(base / "image_class_labels.txt", 2, "'id class'")}
+    labels = {
+        i: integer(c, base / "image_class_labels.txt") - 1
+        for i, c in text_lines(base / "image_class_labels.txt", 2, "'id class'")
+    }
     split = {i: s for i, s in text_lines(base / "train_test_split.txt", 2, "'id is_training'")}
     parts = {"1": ([], []), "0": ([], [])}
     for i, rel in paths.items():
@@ -136,7 +144,11 @@ def cars196(root: str, size: int = 224, workers: int = 8) -> Splits:
     base = folder(root, "Stanford Cars", "sets.cars196.root")
 
     def annotated(mat: str, images: str) -> ImageSet:
-        records = np.atleast_1d(load_mat(base / "devkit" / mat if (base / "devkit" / mat).is_file() else base / mat).get("annotations", []))
+        records = np.atleast_1d(
+            load_mat(base / "devkit" / mat if (base / "devkit" / mat).is_file() else base / mat).get(
+                "annotations", []
+            )
+        )
         try:
             paths = [base / images / str(r["fname"]) for r in records]
             labels = [int(r["class"]) - 1 for r in records]
@@ -144,7 +156,10 @@ def cars196(root: str, size: int = 224, workers: int = 8) -> Splits:
             raise ConfigError(f"{base}: {mat} has no 'annotations' with 'fname' and 'class'") from None
         return part(paths, labels, size, workers, f"Stanford Cars {images}")
 
-    return Splits(annotated("cars_train_annos.mat", "cars_train"), annotated("cars_test_annos_withlabels.mat", "cars_test"))
+    return Splits(
+        annotated("cars_train_annos.mat", "cars_train"),
+        annotated("cars_test_annos_withlabels.mat", "cars_test"),
+    )
 
 
 def aircraft100(root: str, size: int = 224, workers: int = 8) -> Splits:
@@ -176,7 +191,9 @@ def actions40(root: str, size: int = 224, workers: int = 8) -> Splits:
     def listed(kind: str) -> ImageSet:
         paths, labels = [], []
         for label, action in enumerate(actions):
-            for (name,) in (line[:1] for line in text_lines(splits / f"{action}_{kind}.txt", 1, "an image name")):
+            for (name,) in (
+                line[:1] for line in text_lines(splits / f"{action}_{kind}.txt", 1, "an image name")
+            ):
                 paths.append(base / "JPEGImages" / name)
                 labels.append(label)
         return part(paths, labels, size, workers, f"Stanford 40 Actions {kind}")
@@ -192,7 +209,9 @@ def letters52(root: str, size: int = 224, workers: int = 8, test_fraction: float
     for label, sample in enumerate(range(11, 63)):
         found = sorted((base / f"Sample{sample:03d}").glob("*.png"))
         if not found:
-            raise ConfigError(f"{base / f'Sample{sample:03d}'} holds no .png images (expected the letters' folders)")
+            raise ConfigError(
+                f"{base / f'Sample{sample:03d}'} holds no .png images (expected the letters' folders)"
+            )
         paths += found
         labels += [label] * len(found)
     train, test = stratified_split(np.array(labels), test_fraction)
@@ -207,7 +226,10 @@ def places365(root: str, size: int = 224, workers: int = 8) -> Splits:
     """Places365-Standard (small images): the official training list and the 36,500
     validation images, the LwF paper's old-task evaluation."""
     base = folder(root, "Places365", "sets.places365.root")
-    categories = {c: integer(k, base / "categories_places365.txt") for c, k in text_lines(base / "categories_places365.txt", 2, "'/a/airfield 0'")}
+    categories = {
+        c: integer(k, base / "categories_places365.txt")
+        for c, k in text_lines(base / "categories_places365.txt", 2, "'/a/airfield 0'")
+    }
 
     def listed(name: str, images: str) -> ImageSet:
         paths, labels = [], []

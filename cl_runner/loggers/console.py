@@ -49,12 +49,18 @@ class ConsoleLogger(Logger):
         step = results.steps[-1]
         t = len(results.steps) - 1
         table = Table(title=f"after task {t}: {len(step['classes'])} new classes", title_justify="left")
-        for column in ("task", "class-IL acc", "task-IL acc", "forgetting (class-IL)"):
+        named = step.get("name") is not None  # a sequence of data sets: name them, show the drops
+        columns = ["task", "class-IL acc", "task-IL acc", "forgetting (class-IL)"]
+        for column in columns + (["drop (task-IL)"] if named else []):
             table.add_column(column, justify="right")
         class_il, task_il = results.rows["class_il"][t], results.rows["task_il"][t]
         for j in range(t + 1):
             forgetting = step["forgetting"][j] if j < t else None
-            table.add_row(str(j), _pct(class_il[j]), _pct(task_il[j]), _pct(forgetting))
+            cells = [str(j), _pct(class_il[j]), _pct(task_il[j]), _pct(forgetting)]
+            if named:
+                cells[0] = f"{j} {results.steps[j]['name']}"
+                cells.append(_pct(task_il[j] - results.rows["task_il"][j][j]))
+            table.add_row(*cells)
         summary = results.summary()
         table.add_section()
         table.add_row(
@@ -62,6 +68,7 @@ class ConsoleLogger(Logger):
             _pct(step["seen_acc"]),
             _pct(step["seen_acc_task_il"]),
             _pct(summary["class_il"]["avg_forgetting"]),
+            *([_pct(summary["task_il"]["bwt"])] if named else []),
         )
         self.console.print(table)
         log.info(
@@ -91,3 +98,10 @@ class ConsoleLogger(Logger):
             table.add_row(label, _pct(summary["class_il"][key]), _pct(summary["task_il"][key]))
         self.console.print(table)
         log.info("summary: %s", summary)
+        if results.steps and results.steps[0].get("name") is not None:
+            final = Table(title="each task after the last (%, task-IL)", title_justify="left")
+            for column in ("task", "accuracy", "drop since learnt"):
+                final.add_column(column, justify="right")
+            for j, entry in enumerate(results.final_per_task("task_il")):
+                final.add_row(f"{j} {entry['name']}", _pct(entry["acc"]), _pct(entry["drop"]))
+            self.console.print(final)

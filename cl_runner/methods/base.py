@@ -38,6 +38,9 @@ class Method:
     head_epochs: int = 0
     #: cross-entropy over all seen classes even when no exemplars are in the batch
     all_logits: bool = False
+    #: the learning rate this method trains at, relative to train.lr (the LwF paper's feature
+    #: extraction: 5x)
+    lr_scale: float = 1.0
     #: in a sequence of data sets, earlier tasks' heads learn too (LwF distils them); else they
     #: stay fixed there unless exemplars or `all_logits` put their classes in the loss
     trains_old_heads: bool = False

@@ -60,7 +60,9 @@ def alexnet(
     pretrained fc8 is kept as `backbone.pretrained` (see weights.py)."""
     if image_size < SMALL_INPUT_LIMIT:
         if weights:
-            raise ConfigError(f"backbone.weights needs inputs of {SMALL_INPUT_LIMIT} px or more (got {image_size})")
+            raise ConfigError(
+                f"backbone.weights needs inputs of {SMALL_INPUT_LIMIT} px or more (got {image_size})"
+            )
         return SmallAlexNet(in_channels)
     net = AlexNetFeatures(in_channels)
     net.pretrained = None

@@ -91,6 +91,8 @@ def resnet18(
     net.pretrained = None
     if weights:
         if stem != "imagenet" or in_channels != 3:
-            raise ConfigError("backbone.weights needs backbone.stem=imagenet and 3-channel images (torchvision's layout)")
+            raise ConfigError(
+                "backbone.weights needs backbone.stem=imagenet and 3-channel images (torchvision's layout)"
+            )
         net.pretrained = load_pretrained(net, "resnet18", weights, weights_data)
     return net

@@ -49,12 +49,15 @@ def read_state_dict(arch: str, weights: str) -> dict:
             return torchvision_weights(arch).get_state_dict(progress=False)
         except Exception as error:  # offline, proxy, partial file: say where the file goes
             raise ConfigError(
-                f"ImageNet weights for {arch} are not in {cached} and could not be downloaded ({type(error).__name__}); "
-                f"copy {torchvision_weights(arch).url} there, or pass backbone.weights=PATH"
+                f"ImageNet weights for {arch} are not in {cached} and could not be downloaded "
+                f"({type(error).__name__}); copy {torchvision_weights(arch).url} there, "
+                "or pass backbone.weights=PATH"
             ) from None
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise ConfigError(f"backbone.weights={weights}: no such file (expected imagenet or a state dict's path)")
+        raise ConfigError(
+            f"backbone.weights={weights}: no such file (expected imagenet or a state dict's path)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -1,6 +1,13 @@
-"""Tiny copies of the sequence data sets in their releases' on-disk formats: a few images per
-class, each class its own colour, the lists and .mat files laid out as each release has them."""
+"""Write tiny copies of the sequence data sets in their releases' on-disk formats (a few images
+per class, each class its own colour; the lists and .mat files laid out as each release has
+them), in the folders the data set configs expect under ROOT (= CL_RUNNER_DATA). For smoke
+reproductions and tests on machines without the data.
 
+    python scripts/synthetic_sets.py ROOT [cub200 scenes67 ...]   (default: all)
+"""
+
+import argparse
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,11 @@ def write_cub200(root: Path, classes=3, per_class=(2, 1)) -> None:
             lines.append(f"{i} {rel}")
             labels.append(f"{i} {c + 1}")
             split.append(f"{i} {int(n < per_class[0])}")
-    for name, rows in (("images.txt", lines), ("image_class_labels.txt", labels), ("train_test_split.txt", split)):
+    for name, rows in (
+        ("images.txt", lines),
+        ("image_class_labels.txt", labels),
+        ("train_test_split.txt", split),
+    ):
         (root / name).write_text("\n".join(rows) + "\n")
 
 
@@ -54,13 +65,23 @@ def write_flowers102(root: Path, classes=3) -> None:
 
 def write_cars196(root: Path, classes=3) -> None:
     rng = np.random.default_rng(3)
-    for folder, mat, count in (("cars_train", "cars_train_annos.mat", 2), ("cars_test", "cars_test_annos_withlabels.mat", 1)):
+    for folder, mat, count in (
+        ("cars_train", "cars_train_annos.mat", 2),
+        ("cars_test", "cars_test_annos_withlabels.mat", 1),
+    ):
         records = []
         for n in range(classes * count):
             fname = f"{n + 1:05d}.jpg"
             image(root / folder / fname, n % classes, rng)
             records.append((1, 1, 30, 30, n % classes + 1, fname))
-        dtype = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+        dtype = [
+            ("bbox_x1", "O"),
+            ("bbox_y1", "O"),
+            ("bbox_x2", "O"),
+            ("bbox_y2", "O"),
+            ("class", "O"),
+            ("fname", "O"),
+        ]
         (root / "devkit").mkdir(parents=True, exist_ok=True)
         savemat(root / "devkit" / mat, {"annotations": np.array(records, dtype=dtype)[None]})
 
@@ -70,7 +91,10 @@ def write_aircraft100(root: Path, classes=3) -> None:
     variants = ["707-320", "A300B4", "Cessna 172"][:classes]
     data.mkdir(parents=True, exist_ok=True)
     (data / "variants.txt").write_text("\n".join(variants) + "\n")
-    for name, count, start in (("images_variant_trainval.txt", 2, 1000000), ("images_variant_test.txt", 1, 2000000)):
+    for name, count, start in (
+        ("images_variant_trainval.txt", 2, 1000000),
+        ("images_variant_test.txt", 1, 2000000),
+    ):
         rows = []
         for n in range(classes * count):
             image(data / "images" / f"{start + n}.jpg", n % classes, rng)
@@ -82,7 +106,9 @@ def write_actions40(root: Path, classes=3) -> None:
     rng, splits = np.random.default_rng(5), root / "ImageSplits"
     actions = ["applauding", "blowing_bubbles", "brushing_teeth"][:classes]
     splits.mkdir(parents=True, exist_ok=True)
-    (splits / "actions.txt").write_text("action_name\tnumber_of_images\n" + "".join(f"{a}\t3\n" for a in actions))
+    (splits / "actions.txt").write_text(
+        "action_name\tnumber_of_images\n" + "".join(f"{a}\t3\n" for a in actions)
+    )
     for c, action in enumerate(actions):
         for kind, count in (("train", 2), ("test", 1)):
             names = [f"{action}_{kind}_{n}.jpg" for n in range(count)]
@@ -127,8 +153,54 @@ def write_svhn(root: Path, train=20, test=10) -> None:
         savemat(root / name, {"X": x, "y": labels[:, None]})
 
 
+def write_imagenet(root: Path, classes=4, per_class=(3, 2)) -> None:
+    """ImageFolder layout: root/train/<wnid>/*.JPEG, root/val/<wnid>/*.JPEG."""
+    rng = np.random.default_rng(9)
+    for c in range(classes):
+        wnid = f"n{c:08d}"
+        for split, count in zip(("train", "val"), per_class, strict=True):
+            for n in range(count):
+                image(root / split / wnid / f"{wnid}_{n}.JPEG", c, rng)
+
+
+def write_mnist(root: Path, train=30, test=10) -> None:
+    """torchvision's raw idx files (gzipped) under root/MNIST/raw/."""
+    rng, raw = np.random.default_rng(10), root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    files = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", train),
+             ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", test))  # fmt: skip
+    for images_name, labels_name, count in files:
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        pixels = (labels[:, None, None] * 25 + rng.integers(0, 20, size=(count, 28, 28))).astype(np.uint8)
+        header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28))
+        (raw / f"{images_name}.gz").write_bytes(gzip.compress(header + pixels.tobytes()))
+        header = (2049).to_bytes(4, "big") + count.to_bytes(4, "big")
+        (raw / f"{labels_name}.gz").write_bytes(gzip.compress(header + labels.tobytes()))
+
+
 WRITERS = {
     "cub200": write_cub200, "scenes67": write_scenes67, "flowers102": write_flowers102,
     "cars196": write_cars196, "aircraft100": write_aircraft100, "actions40": write_actions40,
     "letters52": write_letters52, "places365": write_places365, "svhn": write_svhn,
 }  # fmt: skip
+# The folder of each under the data root, as configs/dataset/<name>.yaml names it.
+FOLDERS = {
+    "cub200": "CUB_200_2011", "scenes67": "indoor67", "flowers102": "flowers102", "cars196": "stanford_cars",
+    "aircraft100": "fgvc-aircraft-2013b", "actions40": "Stanford40", "letters52": "chars74k",
+    "places365": "places365", "svhn": "svhn", "imagenet": "imagenet", "mnist": ".",
+}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("names", nargs="*", default=sorted(FOLDERS))
+    args = parser.parse_args()
+    writers = {**WRITERS, "imagenet": write_imagenet, "mnist": write_mnist}
+    for name in args.names:
+        writers[name](args.root / FOLDERS[name])
+    print(f"wrote {', '.join(args.names)} under {args.root}")
+
+
+if __name__ == "__main__":
+    main()
