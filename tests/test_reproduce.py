@@ -61,12 +61,11 @@ def test_sequence_table_smoke_runs_every_method_on_files_in_each_format(tmp_path
     """The generated sets in their releases' formats, random weights where the pretrained ones
     would be (hub cache, Places365 path): every method of the table runs, and the per-task
     report carries the paper's numbers of the preset."""
-    env_presets = {"PRESETS": preset}
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, **env_presets,
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "PRESETS": preset,
            "CL_RUN": str(bin_dir / "cl-run"), "CL_REPORT": str(bin_dir / "cl-report")}  # fmt: skip
-    proc = subprocess.run(["bash", str(SCRIPT), table, "--smoke", "device=cpu"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)  # fmt: skip
+    command = ["bash", str(SCRIPT), table, "--smoke", "device=cpu"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "out" / f"{table}_smoke"
     jobs = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
