@@ -100,6 +100,10 @@ def test_every_paper_preset_turns_batchnorm_recalibration_off_and_its_numbers_ad
             assert curve[-1] == paper.last_acc
             steps = cfg.steps + (cfg.init_classes is not None)
             assert len(curve) == steps
+        for method, row in (cfg.get("paper_by_method") or {}).items():  # a sequence: one number per task
+            assert method in options("method")
+            assert len(row.final_per_task) == len(cfg.sequence)
+            assert len(row.get("drop_per_task") or cfg.sequence) == len(cfg.sequence)
 
 
 def test_default_run_keeps_batchnorm_recalibration():
