@@ -7,8 +7,9 @@ carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per
 paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
 tables), and its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and
 MAS tables) adds each task's accuracy after the last task and its drop since it was learnt,
-beside the preset's `paper_by_method` row of the method run. Writes report.md, report.csv (report_tasks.csv) and
-report_curves.png; broken or unfinished runs are listed as skipped with the reason.
+beside the preset's `paper_by_method` row of the method run. Writes report.md, report.csv
+(report_tasks.csv) and report_curves.png; broken or unfinished runs are listed as skipped with
+the reason.
 """
 
 import argparse

@@ -84,9 +84,10 @@ def test_final_per_task_accuracy_and_drop_by_hand():
 
 
 def write_run(folder, seed: int, old: float, new: float, learnt: float) -> None:
-    results = Results(2, config={"seed": seed, "sequence": ["imagenet", "cub200"], "paper": None,
-                                 "paper_by_method": {"lwf": {"final_per_task": [54.7, 57.7]}}},
-                      choices={"method": "lwf", "dataset": "imagenet+cub200", "backbone": "alexnet"})  # fmt: skip
+    config = {"seed": seed, "sequence": ["imagenet", "cub200"], "paper": None,
+              "paper_by_method": {"lwf": {"final_per_task": [54.7, 57.7]}}}  # fmt: skip
+    choices = {"method": "lwf", "dataset": "imagenet+cub200", "backbone": "alexnet"}
+    results = Results(2, config=config, choices=choices)
     results.add(Task(0, (0,), 0, "imagenet"), evaluation([learnt]))
     results.add(Task(1, (1,), 1, "cub200"), evaluation([old, new]))
     folder.mkdir(parents=True)
