@@ -9,6 +9,7 @@ from cl_runner.data.files import batches
 from cl_runner.data.images import ImageSet
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
+from cl_runner.metrics import mean_average_precision
 from cl_runner.results import Evaluation
 
 
@@ -50,7 +51,8 @@ def evaluate(
     batch_size: int,
     ranks: Ranks = SINGLE,
 ) -> Evaluation:
-    """Accuracies over the test data of all seen tasks. With several processes each rank scores
+    """Accuracies over the test data of all seen tasks; a multi-label task (VOC) gets its mAP in
+    their place and stays out of the pooled accuracies. With several processes each rank scores
     its own block of the test images and one all-reduce adds up the counts: the numbers are a
     single process's, in a fraction of the time."""
     seen = tasks[-1].end
@@ -63,19 +65,23 @@ def evaluate(
     offsets = torch.tensor([t.offset for t in tasks], device=dev)
     ends = torch.tensor([t.end for t in tasks], device=dev)
     task_of = torch.bucketize(labels, ends, right=True)
+    single = ~torch.tensor([t.multilabel for t in tasks], device=dev)[task_of]
+    precision = {
+        t.index: task_map(logits, test.targets[keep][rows], task_of, t, ranks) for t in tasks if t.multilabel
+    }
 
     columns = torch.arange(seen, device=dev)
     own_head = (columns >= offsets[task_of, None]) & (columns < ends[task_of, None])
-    correct_cil = (logits.argmax(1) == labels).float()
-    correct_til = (logits.masked_fill(~own_head, float("-inf")).argmax(1) == labels).float()
+    correct_cil = (logits.argmax(1) == labels).float() * single
+    correct_til = (logits.masked_fill(~own_head, float("-inf")).argmax(1) == labels).float() * single
     top5 = logits.topk(min(5, seen), dim=1).indices
-    correct_top5 = (top5 == labels[:, None]).any(1).float()
+    correct_top5 = (top5 == labels[:, None]).any(1).float() * single
 
     n = len(tasks)
-    is_new = (task_of == n - 1).float()
+    is_new = (task_of == n - 1).float() * single
     counts = torch.cat(  # every number below is a sum: one all-reduce for all of them
         [
-            torch.bincount(task_of, minlength=n).float(),
+            torch.bincount(task_of, single.float(), minlength=n),
             torch.bincount(task_of, correct_cil, minlength=n),
             torch.bincount(task_of, correct_til, minlength=n),
             torch.stack([correct_top5.sum(), (correct_cil * is_new).sum(), is_new.sum()]),
@@ -95,12 +101,26 @@ def evaluate(
         ]
     )
     seen_acc, top5_acc, til_acc, old_acc, new_acc = (100 * summary).tolist()
+    class_il, task_il = (100 * cil / per_task).tolist(), (100 * til / per_task).tolist()
+    for j, value in precision.items():
+        class_il[j] = task_il[j] = value
     return Evaluation(
-        class_il=(100 * cil / per_task).tolist(),
-        task_il=(100 * til / per_task).tolist(),
+        class_il=class_il,
+        task_il=task_il,
         seen_acc=seen_acc,
         seen_acc_top5=top5_acc,
         seen_acc_task_il=til_acc,
         old_acc=old_acc if n > 1 else None,
-        new_acc=new_acc,
+        new_acc=precision.get(n - 1, new_acc),
     )
+
+
+def task_map(logits, targets, task_of, task: Task, ranks: Ranks) -> float:
+    """A multi-label task's mAP (%) from its own head's scores, over all processes' images."""
+    mine = task_of == task.index
+    scores = logits[mine][:, task.offset : task.end].float().cpu()
+    marks = targets[mine][:, : task.size].cpu()
+    if ranks.active:  # AP is not a sum: every process gathers all scores
+        gathered = ranks.gather((scores, marks))
+        scores, marks = torch.cat([g[0] for g in gathered]), torch.cat([g[1] for g in gathered])
+    return mean_average_precision(scores, marks)

@@ -45,3 +45,35 @@ def summarize(matrix: Matrix, seen: Sequence[float]) -> dict[str, float | None]:
         "avg_forgetting": average_forgetting(matrix),
         "bwt": backward_transfer(matrix),
     }
+
+
+def average_precision(scores, targets) -> float:
+    """PASCAL VOC's average precision (the 2010+ devkit, VOCevalcls): the area under the precision
+    envelope over all recall points. `targets`: 1 positive, -1 negative, 0 difficult (ranked, but
+    neither a hit nor a false alarm). Plain sequences or 1-D tensors."""
+    ranked = sorted(zip(scores, targets, strict=True), key=lambda pair: -float(pair[0]))
+    positives = sum(1 for t in targets if t > 0)
+    if positives == 0:
+        return float("nan")
+    recall, precision, hits, alarms = [0.0], [0.0], 0, 0
+    for _, t in ranked:
+        hits += t > 0
+        alarms += t < 0
+        recall.append(hits / positives)
+        precision.append(hits / (hits + alarms) if hits + alarms else 0.0)
+    recall.append(1.0)
+    precision.append(0.0)
+    for i in range(len(precision) - 2, -1, -1):  # the envelope: best precision at this recall or more
+        precision[i] = max(precision[i], precision[i + 1])
+    return sum(
+        (recall[i] - recall[i - 1]) * precision[i]
+        for i in range(1, len(recall))
+        if recall[i] != recall[i - 1]
+    )
+
+
+def mean_average_precision(scores, targets) -> float:
+    """mAP (%) over the classes (columns) that have a positive: [N, C] scores and targets."""
+    aps = [average_precision(scores[:, c].tolist(), targets[:, c].tolist()) for c in range(targets.shape[1])]
+    aps = [ap for ap in aps if ap == ap]  # classes without a positive have no AP
+    return 100 * sum(aps) / len(aps) if aps else 0.0

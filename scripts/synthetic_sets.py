@@ -178,16 +178,37 @@ def write_mnist(root: Path, train=30, test=10) -> None:
         (raw / f"{labels_name}.gz").write_bytes(gzip.compress(header + labels.tobytes()))
 
 
+def write_voc2012(root: Path, images=(8, 4)) -> None:
+    """VOCdevkit/VOC2012: JPEGImages/ and ImageSets/Main/<class>_{train,val}.txt, each image
+    holding two classes (one of them difficult in every fourth image)."""
+    from cl_runner.data.sets import VOC_CLASSES
+
+    rng, main = np.random.default_rng(11), root / "ImageSets" / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(("train", "val"), images, strict=True):
+        marks = {cls: [] for cls in VOC_CLASSES}
+        for n in range(count):
+            name = f"2012_{split}_{n:04d}"
+            first, second = n % 20, (n + 7) % 20
+            image(root / "JPEGImages" / f"{name}.jpg", first, rng)
+            for c, cls in enumerate(VOC_CLASSES):
+                mark = 1 if c == first else (0 if n % 4 == 3 else 1) if c == second else -1
+                marks[cls].append(f"{name} {mark:2d}")
+        for cls, rows in marks.items():
+            (main / f"{cls}_{split}.txt").write_text("\n".join(rows) + "\n")
+
+
 WRITERS = {
     "cub200": write_cub200, "scenes67": write_scenes67, "flowers102": write_flowers102,
     "cars196": write_cars196, "aircraft100": write_aircraft100, "actions40": write_actions40,
-    "letters52": write_letters52, "places365": write_places365, "svhn": write_svhn,
+    "letters52": write_letters52, "places365": write_places365, "svhn": write_svhn, "voc2012": write_voc2012,
 }  # fmt: skip
 # The folder of each under the data root, as configs/dataset/<name>.yaml names it.
 FOLDERS = {
     "cub200": "CUB_200_2011", "scenes67": "indoor67", "flowers102": "flowers102", "cars196": "stanford_cars",
     "aircraft100": "fgvc-aircraft-2013b", "actions40": "Stanford40", "letters52": "chars74k",
     "places365": "places365", "svhn": "svhn", "imagenet": "imagenet", "mnist": ".",
+    "voc2012": "VOCdevkit/VOC2012",
 }  # fmt: skip
 
 

@@ -175,3 +175,21 @@ def test_lwf_runs_with_exemplars(tiny_cfg, tmp_path):
 def test_bad_parameters():
     with pytest.raises(ConfigError, match="method.T=0 is invalid"):
         LwF(T=0)
+
+
+def test_in_a_sequence_each_old_task_is_distilled_with_its_own_softmax():
+    """The paper's L_old is one term per old task: two old heads of a sequence, two softmaxes."""
+    net = linear_net([[1, 0], [0, 1]], [[1, 1], [0, -1]], [[2, 0], [0, 2]])
+    third = Task(2, (4, 5), 4, name="digits")
+    lwf = LwF(lamb=1.0, T=2.0)
+    lwf.before_task(third, net, ExemplarMemory())
+    with torch.no_grad():
+        net.heads[0].weight[0, 0] = 2.0  # the student's first old head drifts
+    _, parts = lwf.training_loss(make_batch([[255, 0]], [4], third), net)
+    # features (1, 0): each head's logits are its weights' first column
+    teacher = [torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])]  # heads 0 and 1 before the drift
+    student = [torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])]
+    per_head = sum(paper_old_task_loss(s, t, 2.0) for s, t in zip(student, teacher, strict=True))
+    assert parts["kd"].item() == pytest.approx(per_head.item(), abs=1e-6)
+    joint = paper_old_task_loss(torch.cat(student, 1), torch.cat(teacher, 1), 2.0)
+    assert abs(per_head.item() - joint.item()) > 1e-3  # not the class-IL form

@@ -47,6 +47,7 @@ class Batch:
     rehearsal: bool = False
     drawn: int = 0  # views taken so far (file data: which worker-made view comes next)
     first: Forward | None = None  # the first forward pass of the trained network on this batch
+    targets: torch.Tensor | None = None  # a multi-label task's: 1 present, -1 absent, 0 difficult
 
     @property
     def size(self) -> int:
@@ -101,7 +102,7 @@ class TaskData:
 
     @property
     def labels(self) -> torch.Tensor:
-        return self.loader.labels
+        return label_column(self.loader.labels)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
@@ -144,9 +145,10 @@ class TaskData:
         """One pass; `order` and `start_batch` continue an interrupted one; with several
         processes, this rank's rows of each batch."""
         for span, images, labels in self.loader.shards(order, start_batch, ranks):
+            targets = labels[:, 1:] if labels.dim() == 2 else None
             yield Batch(
                 images,
-                labels,
+                label_column(labels),
                 self.task,
                 self.augment,
                 self.generator,
@@ -155,4 +157,10 @@ class TaskData:
                 span.rows,
                 span.total,
                 self.rehearsal,
+                targets=targets,
             )
+
+
+def label_column(labels: torch.Tensor) -> torch.Tensor:
+    """The class labels of a loader's labels: a multi-label set's rows carry its targets after them."""
+    return labels[:, 0] if labels.dim() == 2 else labels

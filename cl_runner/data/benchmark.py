@@ -29,7 +29,8 @@ class Benchmark:
         (file images stay on disk, their labels move)."""
 
         def prepare(part: ImageSet) -> ImageSet:
-            return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device))
+            targets = None if part.targets is None else part.targets.to(device)
+            return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device), targets)
 
         generator = torch.Generator(device=device).manual_seed(seed)
         return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator)
@@ -51,6 +52,8 @@ class Benchmark:
         rehearsed = rehearsed[~fresh[rehearsed]]
         idx = torch.cat([fresh.nonzero().squeeze(1), rehearsed])
         images, labels, generator = train.images[idx], train.labels[idx], self.generator
+        if train.targets is not None:  # a multi-label set: its targets travel beside the labels
+            labels = torch.cat([labels[:, None], train.targets[idx].long()], 1)
         if isinstance(images, FileImages):
             loader = FileLoader(images, labels, batch_size, True, generator, views=views)
         else:

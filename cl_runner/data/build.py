@@ -66,9 +66,12 @@ def load_sequence(
     for name, d in datasets.items():
         splits = load_splits(d)
         s = SequenceSet(name, splits, d.num_classes, list(d.mean), list(d.std), d.augment.crop_padding)
+        s.multilabel = bool(d.get("multilabel", False))
         # in memory: the device's flip; on disk: the workers' mirroring (off for letters and digits)
         s.flip = d.augment.get("mirror", True) if s.on_disk else d.augment.flip
         sets.append(s)
+    if sum(s.multilabel for s in sets) > 1:
+        raise ConfigError("a sequence takes at most one multi-label data set")
     channels = 3 if rgb else max(d.channels for d in datasets.values())
     size = max(d.size for d in datasets.values())
     workers = max([d.workers for d in datasets.values() if "workers" in d], default=4)

@@ -10,15 +10,19 @@ import torch
 class ImageSet:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
+    # multi-label sets (VOC): int8 [N, classes], 1 present, -1 absent, 0 difficult
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device: torch.device | str) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device))
+        targets = None if self.targets is None else self.targets.to(device)
+        return ImageSet(self.images.to(device), self.labels.to(device), targets)
 
     def subset(self, indices: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[indices], self.labels[indices])
+        targets = None if self.targets is None else self.targets[indices]
+        return ImageSet(self.images[indices], self.labels[indices], targets)
 
 
 @dataclass

@@ -19,6 +19,7 @@ class Task:
     offset: int  # first (remapped) label of this task
     name: str | None = None  # a sequence's data set (one task each); None: a class split
     pretrained: bool = False  # learnt by the pretrained backbone already: its head is given, not trained
+    multilabel: bool = False  # several classes per image (VOC): a sigmoid/BCE head, scored by mAP
 
     @property
     def size(self) -> int:

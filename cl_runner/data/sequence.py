@@ -27,6 +27,7 @@ class SequenceSet:
     std: list[float]
     crop_padding: int = 0
     flip: bool = False
+    multilabel: bool = False
 
     @property
     def on_disk(self) -> bool:
@@ -46,16 +47,31 @@ def common_form(sets: list[SequenceSet], size: int, channels: int, workers: int)
                 images = as_files(images, size, workers, Style("crop", s.flip))
             else:
                 images = resized(grey_to_rgb(images, channels), size)
-            parts[split].append(ImageSet(images, part.labels + offset))
+            parts[split].append(ImageSet(images, part.labels + offset, part.targets))
         offset += s.num_classes
 
     def joined(items: list[ImageSet]) -> ImageSet:
         labels = torch.cat([item.labels for item in items])
+        targets = joined_targets(items)
         if on_disk:
-            return ImageSet(FileImages.concat([item.images for item in items], size, workers), labels)
-        return ImageSet(torch.cat([item.images for item in items]), labels)
+            return ImageSet(
+                FileImages.concat([item.images for item in items], size, workers), labels, targets
+            )
+        return ImageSet(torch.cat([item.images for item in items]), labels, targets)
 
     return Splits(joined(parts["train"]), joined(parts["test"]))
+
+
+def joined_targets(items: list[ImageSet]) -> torch.Tensor | None:
+    """The one multi-label set's targets, its rows in place; zeros (unused) for the others."""
+    width = max((item.targets.shape[1] for item in items if item.targets is not None), default=0)
+    if not width:
+        return None
+    rows = [
+        item.targets if item.targets is not None else torch.zeros(len(item), width, dtype=torch.int8)
+        for item in items
+    ]
+    return torch.cat(rows)
 
 
 def sequence_tasks(sets: list[SequenceSet], pretrained_data: str | None) -> list[Task]:
@@ -63,7 +79,8 @@ def sequence_tasks(sets: list[SequenceSet], pretrained_data: str | None) -> list
     tasks, offset = [], 0
     for index, s in enumerate(sets):
         pretrained = index == 0 and s.name == pretrained_data
-        tasks.append(Task(index, tuple(range(offset, offset + s.num_classes)), offset, s.name, pretrained))
+        classes = tuple(range(offset, offset + s.num_classes))
+        tasks.append(Task(index, classes, offset, s.name, pretrained, s.multilabel))
         offset += s.num_classes
     return tasks
 

@@ -12,6 +12,7 @@ every list line and every image file, and says what is wrong in one line.
 - Places365: data_256/ + places365_train_standard.txt, val_256/ + places365_val.txt,
   categories_places365.txt
 - SVHN: train_32x32.mat, test_32x32.mat (held in memory)
+- PASCAL VOC 2012 classification (multi-label): JPEGImages/, ImageSets/Main/<class>_{train,val}.txt
 """
 
 from pathlib import Path
@@ -257,3 +258,37 @@ def svhn(root: str) -> Splits:
         return ImageSet(images, labels)
 
     return Splits(read("train_32x32.mat"), read("test_32x32.mat"))
+
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+
+
+def voc2012(root: str, size: int = 224, workers: int = 8) -> Splits:
+    """PASCAL VOC 2012 classification: 20 classes, several per image; train (5,717) / val
+    (5,823), the LwF paper's test. `targets` hold 1 (present), -1 (absent), 0 (difficult) per
+    class; the label is the first present class (it places the image in its task)."""
+    base = folder(root, "PASCAL VOC 2012 (VOCdevkit/VOC2012)", "sets.voc2012.root")
+    main = base / "ImageSets" / "Main"
+
+    def split(name: str) -> ImageSet:
+        marks: dict[str, list[int]] = {}
+        for c, cls in enumerate(VOC_CLASSES):
+            path = main / f"{cls}_{name}.txt"
+            for line in text_lines(path, 2, "'image_id 1|0|-1'"):
+                mark = integer(line[1], path)
+                if mark not in (-1, 0, 1):
+                    raise ConfigError(f"{path}: {line[1]!r} is not 1, 0 or -1")
+                marks.setdefault(line[0], [-1] * len(VOC_CLASSES))[c] = mark
+        ids = sorted(marks)
+        targets = torch.tensor([marks[i] for i in ids], dtype=torch.int8)
+        labels = torch.where(targets > 0, 1, 0).argmax(1)  # the first present class
+        images = part(
+            [base / "JPEGImages" / f"{i}.jpg" for i in ids], labels.tolist(), size, workers, f"VOC {name}"
+        )
+        return ImageSet(images.images, images.labels, targets)
+
+    return Splits(split("train"), split("val"))

@@ -30,6 +30,15 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per class (present: 1, absent: 0), difficult (0) marks left out."""
+    counted = (targets != 0).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(
+        logits, (targets > 0).to(logits.dtype), weight=counted, reduction="sum"
+    )
+    return loss / len(logits)
+
+
 class Method:
     #: backbone -> the network the method trains (DER builds its expandable one)
     network = IncrementalNet
@@ -58,6 +67,8 @@ class Method:
         exemplars of old classes are in the training data, on the first task, or with
         `all_logits`."""
         task = batch.task
+        if task.multilabel:  # one sigmoid per class of the task's head; difficult marks ignored
+            return multilabel_loss(logits[:, task.offset : task.end], batch.targets)
         if self.all_logits or batch.rehearsal or task.index == 0:
             return F.cross_entropy(logits, batch.labels)
         return F.cross_entropy(logits[:, task.offset : task.end], batch.labels - task.offset)

@@ -6,12 +6,13 @@ Before each new task the current network is frozen as the teacher. Its old-class
     L = L_new(y_n, yhat_n) + lambda_o * L_old(y_o, yhat_o)                              (eq. 2)
     L_old = -sum_i y'_o(i) log yhat'_o(i),  y' = softmax(z)^(1/T) renormalised          (eq. 3-4)
 
-with T = 2 and lambda_o = 1, and no T^2 factor (the paper, FACIL and PyCIL have none). All old
-heads are distilled together (one softmax over their concatenated logits, as FACIL and PyCIL
-do in class-IL). L_new is the new head's cross-entropy; with exemplars in the training data it
-covers all seen logits, since old-class labels have no place in the new head (`all_logits`
-forces that always). `head_epochs` first trains the new head alone with the rest frozen (the
-paper's warm-up step).
+with T = 2 and lambda_o = 1, and no T^2 factor (the paper, FACIL and PyCIL have none). In a
+class split all old heads are distilled together (one softmax over their concatenated logits, as
+FACIL and PyCIL do in class-IL); in a sequence of data sets each old task's head is its own
+softmax and their terms are added, as the paper's L_old is one term per old task. L_new is the
+new head's cross-entropy; with exemplars in the training data it covers all seen logits, since
+old-class labels have no place in the new head (`all_logits` forces that always). `head_epochs`
+first trains the new head alone with the rest frozen (the paper's warm-up step).
 """
 
 import copy
@@ -40,10 +41,12 @@ class LwF(Method):
         require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
         self.lamb, self.T, self.head_epochs, self.all_logits = lamb, T, head_epochs, all_logits
         self.teacher: nn.Module | None = None
+        self.old_heads: list[int] = []  # sizes of the heads the teacher answers for
 
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         if task.index > 0:
             self.teacher = frozen_copy(model)
+            self.old_heads = list(model.task_sizes[:-1])
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
         x, out = batch.forward(model)
@@ -54,7 +57,13 @@ class LwF(Method):
         old = batch.task.offset
         with torch.no_grad():
             soft_targets = self.teacher(x)["logits"][:, :old]
-        kd = modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
+        if batch.task.name is None:  # a class split: one softmax over all old classes (FACIL)
+            kd = modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
+        else:  # a sequence: eq. 3-4 for each old task's head, summed
+            pairs = zip(
+                logits[:, :old].split(self.old_heads, 1), soft_targets.split(self.old_heads, 1), strict=True
+            )
+            kd = sum(modified_cross_entropy(student, teacher, self.T) for student, teacher in pairs)
         return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
 
     def state_dict(self) -> dict:
@@ -66,3 +75,4 @@ class LwF(Method):
         if state["teacher"] is not None:
             self.teacher = frozen_copy(model)
             self.teacher.load_state_dict(state["teacher"])
+            self.old_heads = list(model.task_sizes[:-1])
