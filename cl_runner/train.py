@@ -96,7 +96,6 @@ def build_runner(
     addons = [build(cfg.addon)] if cfg.get("addon") else []
     model = method.network(backbone).to(device)
     check_pretrained_task(tasks, backbone, model)
-    check_multilabel(tasks, method, cfg.memory)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -152,15 +151,6 @@ def check_pretrained_task(tasks: list[Task], backbone, model) -> None:
             f"backbone.weights classify {backbone.pretrained.num_classes} classes, "
             f"but {tasks[0].name} has {tasks[0].size}"
         )
-
-
-def check_multilabel(tasks: list[Task], method, memory: DictConfig) -> None:
-    """A multi-label task's images train in their own task only: its BCE head does not mix
-    with other tasks' cross-entropy in one batch (joint training, exemplars)."""
-    if not any(t.multilabel for t in tasks):
-        return
-    if memory.size or memory.per_class or any(method.training_classes(t) != t.labels for t in tasks):
-        raise ConfigError("a multi-label data set trains alone in its task: no joint training, no exemplars")
 
 
 def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:

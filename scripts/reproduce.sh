@@ -50,9 +50,10 @@ case $table in
     sweep=(experiment=sd_cifar100_b0_1 method=sd,finetune)
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20) ;;
   lwf_table)
-    # TPAMI Table 1(a) without its VOC columns. Feature extraction runs apart: no warm-up (it
-    # trains only heads anyway) at its own 5x rate (method.lr_scale).
-    presets=${PRESETS:-lwf_imagenet_cub,lwf_imagenet_scenes,lwf_imagenet_mnist,lwf_places365_cub,lwf_places365_scenes}
+    # TPAMI Table 1(a). Feature extraction runs apart: no warm-up (it trains only heads
+    # anyway) at its own 5x rate (method.lr_scale).
+    presets=lwf_imagenet_voc,lwf_imagenet_cub,lwf_imagenet_scenes,lwf_imagenet_mnist
+    presets=${PRESETS:-$presets,lwf_places365_voc,lwf_places365_cub,lwf_places365_scenes}
     sweep=(experiment=$presets method=lwf,finetune,finetune_fc,joint)
     apart=(experiment=$presets method=feature_extraction method.head_epochs=0)
     shrink=(train.batch_size=8) ;;

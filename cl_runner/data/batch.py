@@ -13,6 +13,26 @@ from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 
 
+@dataclass(frozen=True)
+class Heads:
+    """In a sequence of data sets, each label's own head: its first and one-past-last label, and
+    whether it is multi-label (indexed by label, on the device)."""
+
+    start: torch.Tensor
+    end: torch.Tensor
+    multilabel: torch.Tensor
+    multilabel_range: tuple[int, int] | None  # the labels of the sequence's multi-label set
+
+    @classmethod
+    def of(cls, tasks: list[Task], device) -> "Heads":
+        def per_label(value) -> torch.Tensor:
+            return torch.tensor([value(t) for t in tasks for _ in t.labels], device=device)
+
+        multi = [(t.offset, t.end) for t in tasks if t.multilabel]
+        starts, ends = per_label(lambda t: t.offset), per_label(lambda t: t.end)
+        return cls(starts, ends, per_label(lambda t: t.multilabel), multi[0] if multi else None)
+
+
 class Forward(NamedTuple):
     """One forward pass of the network being trained: its input and its outputs."""
 
@@ -48,6 +68,7 @@ class Batch:
     drawn: int = 0  # views taken so far (file data: which worker-made view comes next)
     first: Forward | None = None  # the first forward pass of the trained network on this batch
     targets: torch.Tensor | None = None  # a multi-label task's: 1 present, -1 absent, 0 difficult
+    heads: Heads | None = None  # a sequence's: every image is scored by its own task's head
 
     @property
     def size(self) -> int:
@@ -89,9 +110,10 @@ class TaskData:
         generator: torch.Generator,
         rehearsal: bool = False,
         ranks: Ranks = SINGLE,
+        heads: Heads | None = None,
     ):
         self.loader, self.task, self.augment, self.generator = loader, task, augment, generator
-        self.rehearsal, self.ranks = rehearsal, ranks
+        self.rehearsal, self.ranks, self.heads = rehearsal, ranks, heads
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -112,7 +134,7 @@ class TaskData:
         (DER's class-balanced stage). Every process passes over all of them."""
         loader = self.loader
         part = type(loader)(loader.images[keep], loader.labels[keep], batch_size, True, self.generator)
-        return TaskData(part, self.task, self.augment, self.generator, self.rehearsal)
+        return TaskData(part, self.task, self.augment, self.generator, self.rehearsal, heads=self.heads)
 
     def owns(self, batch: Batch) -> bool:
         """After training, whole batches are dealt to the processes in turn (one process: all)."""
@@ -158,6 +180,7 @@ class TaskData:
                 span.total,
                 self.rehearsal,
                 targets=targets,
+                heads=self.heads,
             )
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_runner.data.batch import TaskData
+from cl_runner.data.batch import Heads, TaskData
 from cl_runner.data.files import FileImages, FileLoader
 from cl_runner.data.images import ImageSet, Splits
 from cl_runner.data.loader import Augment, DeviceLoader
@@ -20,6 +20,7 @@ class Benchmark:
     tasks: list[Task]
     augment: Augment
     generator: torch.Generator  # shuffling and distortions, drawn alike by every process
+    heads: Heads | None = None  # a sequence of data sets: each label's own head (task-IL losses)
 
     @classmethod
     def on_device(
@@ -33,7 +34,8 @@ class Benchmark:
             return ImageSet(part.images.to(device), remap_labels(part.labels, order).to(device), targets)
 
         generator = torch.Generator(device=device).manual_seed(seed)
-        return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator)
+        heads = Heads.of(tasks, device) if tasks[0].name is not None else None
+        return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator, heads)
 
     def training_data(
         self,
@@ -58,4 +60,4 @@ class Benchmark:
             loader = FileLoader(images, labels, batch_size, True, generator, views=views)
         else:
             loader = DeviceLoader(images, labels, batch_size, True, generator)
-        return TaskData(loader, task, self.augment, generator, len(rehearsed) > 0, ranks)
+        return TaskData(loader, task, self.augment, generator, len(rehearsed) > 0, ranks, self.heads)

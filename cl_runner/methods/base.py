@@ -31,12 +31,27 @@ def require(condition: bool, message: str) -> None:
 
 
 def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy per class (present: 1, absent: 0), difficult (0) marks left out."""
+    """Binary cross-entropy per class (present: 1, absent: 0) summed over the classes and rows;
+    difficult (0) marks, and rows of other tasks (all 0), left out."""
     counted = (targets != 0).to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(
-        logits, (targets > 0).to(logits.dtype), weight=counted, reduction="sum"
-    )
-    return loss / len(logits)
+    present = (targets > 0).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, present, weight=counted, reduction="sum")
+
+
+def own_head_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Task-IL: cross-entropy over each image's own task's head (the new task's images, and old
+    tasks' images under joint training or rehearsal); BCE over its head for a multi-label task's.
+    Masks rather than indexing, so no device sync."""
+    heads, labels = batch.heads, batch.labels
+    columns = torch.arange(logits.shape[1], device=logits.device)
+    own = (columns >= heads.start[labels, None]) & (columns < heads.end[labels, None])
+    single = (~heads.multilabel[labels]).to(logits.dtype)
+    loss = (F.cross_entropy(logits.masked_fill(~own, float("-inf")), labels, reduction="none") * single).sum()
+    seen = logits.shape[1]
+    if heads.multilabel_range is not None and heads.multilabel_range[1] <= seen:
+        start, end = heads.multilabel_range  # the sequence's one multi-label set
+        loss = loss + multilabel_loss(logits[:, start:end], batch.targets[:, : end - start])
+    return loss / len(labels)
 
 
 class Method:
@@ -67,8 +82,8 @@ class Method:
         exemplars of old classes are in the training data, on the first task, or with
         `all_logits`."""
         task = batch.task
-        if task.multilabel:  # one sigmoid per class of the task's head; difficult marks ignored
-            return multilabel_loss(logits[:, task.offset : task.end], batch.targets)
+        if batch.heads is not None:  # a sequence: each image against its own task's head
+            return own_head_loss(logits, batch)
         if self.all_logits or batch.rehearsal or task.index == 0:
             return F.cross_entropy(logits, batch.labels)
         return F.cross_entropy(logits[:, task.offset : task.end], batch.labels - task.offset)
