@@ -106,3 +106,28 @@ def test_report_prints_each_task_mean_std_and_drop_beside_the_paper(tmp_path, ca
     assert (rows[1]["accuracy"], rows[1]["paper accuracy"]) == ("61.00 ± 1.41", "57.70")
     assert rows[0]["setting"] == "lwf | imagenet+cub200 | alexnet | sequence"
     assert "Each task after the last" in (tmp_path / "report" / "report.md").read_text()
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_sequence_crashed_mid_task_resumes_to_the_uninterrupted_numbers(tmp_path):
+    from .test_resume import numbers
+
+    setting = ["method=lwf", "method.head_epochs=1", *SEQUENCE, "train.epochs=2", "checkpoint.every_epochs=1"]
+    run_cfg = make_cfg(*setting)
+    build_runner(run_cfg, tmp_path / "reference").run()
+    runner = build_runner(make_cfg(*setting), tmp_path / "crashed")
+    crash_on = runner.logger.epoch_end
+
+    def epoch_end(task, epoch, stats):
+        crash_on(task, epoch, stats)
+        if task.index == 1 and epoch == 0 and runner.progress.position.stage == "main":
+            raise Crash  # after the head stage and the first main epoch of the second set
+
+    runner.logger.epoch_end = epoch_end
+    with pytest.raises(Crash):
+        runner.run()
+    build_runner(make_cfg(*setting, "resume=true"), tmp_path / "crashed").run()
+    assert numbers(tmp_path / "crashed") == numbers(tmp_path / "reference")
