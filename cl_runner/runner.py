@@ -181,8 +181,7 @@ class Runner:
     def after_training(self, task: Task, data: TaskData, clock: "PhaseClock"):
         """BatchNorm statistics, exemplars, the method's own after-task work, then evaluation."""
         with clock("recalibrate"), self.autocast():
-            fixed = self.settings.fix_bn and self.later(task)
-            if self.settings.precise_bn and not task.pretrained and not fixed:
+            if self.settings.precise_bn and not task.pretrained and not self.fixed_batchnorms(task):
                 recalibrate(self.model, data.own_views(), self.ranks)
         with clock("memory"), self.autocast():
             self.memory.update(self.benchmark.train, task.labels, self.embed, self.ranks)
@@ -268,6 +267,15 @@ class Runner:
         first_learnt = next(t.index for t in self.benchmark.tasks if not t.pretrained)
         return task.index > first_learnt
 
+    def fixed_batchnorms(self, task: Task) -> list[nn.Module]:
+        """`fix_bn`: after the first learnt task, the shared extractor's BatchNorm layers keep
+        their statistics. A network without one shared extractor (DER: one per task, the old
+        ones frozen anyway) has none to fix: a new extractor must learn its own."""
+        shared = getattr(self.model, "backbone", None)
+        if not (self.settings.fix_bn and self.later(task)) or shared is None:
+            return []
+        return [m for m in shared.modules() if isinstance(m, _BatchNorm)]
+
     def fixed_heads(self, task: Task, data: TaskData) -> list[torch.Tensor]:
         """In a sequence of data sets, earlier tasks' heads stay as they were learnt (the LwF
         paper's theta_o, fixed in fine-tuning; MAS's code keeps one head at a time), unless the
@@ -283,10 +291,8 @@ class Runner:
         back through the extractor, nor is all-reduced for it."""
         if stage.name != "head":
             self.model.train()
-            if self.settings.fix_bn and self.later(task):
-                for m in self.model.modules():
-                    if isinstance(m, _BatchNorm):
-                        m.eval()
+            for m in self.fixed_batchnorms(task):
+                m.eval()
             fixed = self.fixed_heads(task, data)
             yield [p for p in self.model.parameters() if p.requires_grad and not any(p is f for f in fixed)]
             return

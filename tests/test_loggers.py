@@ -98,6 +98,9 @@ def test_wandb_offline_history_and_summary(tiny_cfg, tmp_path, offline, caplog):
     assert summary["task_il/avg_incremental_acc"] == pytest.approx(
         results.summary()["task_il"]["avg_incremental_acc"]
     )
+    task0 = metrics["accuracy_matrix"]["task_il"]
+    assert summary["task_il/final_acc_task_0"] == pytest.approx(task0[1][0])
+    assert summary["task_il/final_drop_task_0"] == pytest.approx(task0[1][0] - task0[0][0])
     config = wandb_records.config(path)
     assert config["steps"] == 2 and config["dataset"]["num_classes"] == 10
 

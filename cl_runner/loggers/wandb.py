@@ -164,6 +164,9 @@ class WandbLogger(Logger):
             for kind, values in results.summary().items():
                 for key, value in values.items():
                     self.run.summary[f"{kind}/{key}"] = value
+                for j, entry in enumerate(results.final_per_task(kind)):  # the LwF/MAS tables' numbers
+                    self.run.summary[f"{kind}/final_acc_task_{j}"] = entry["acc"]
+                    self.run.summary[f"{kind}/final_drop_task_{j}"] = entry["drop"]
             self.run.finish()
 
         self._safely(finish)
