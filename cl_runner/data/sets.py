@@ -29,7 +29,7 @@ def folder(root: str, what: str, hint: str) -> Path:
     base = Path(root).expanduser()
     if not base.is_dir():
         raise ConfigError(
-            f"{what} folder {base} not found; set its root ({hint}); it cannot be downloaded here"
+            f"{what} folder {base} not found; set its root ({hint}); it is not downloaded automatically"
         )
     return base
 
