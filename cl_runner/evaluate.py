@@ -104,6 +104,10 @@ def evaluate(
     class_il, task_il = (100 * cil / per_task).tolist(), (100 * til / per_task).tolist()
     for j, value in precision.items():
         class_il[j] = task_il[j] = value
+    if precision and len(precision) == n:  # only a multi-label task seen: its mAP stands for all
+        seen_acc = top5_acc = til_acc = new_acc = sum(precision.values()) / n
+    if n > 1 and float(total - new_count) == 0:  # the old tasks are multi-label: their mAP
+        old_acc = sum(precision.values()) / len(precision)
     return Evaluation(
         class_il=class_il,
         task_il=task_il,

@@ -47,3 +47,32 @@ def test_unseen_classes_are_left_out():
     ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=2)
     assert ev.class_il == [50.0] and ev.seen_acc == pytest.approx(50.0)
     assert ev.old_acc is None
+
+
+def test_a_multilabel_task_scores_map_and_stays_out_of_the_pooled_accuracies():
+    tasks = [Task(0, (0, 1), 0, "digits"), Task(1, (2, 3), 2, "voc2012", multilabel=True)]
+    labels = [0, 1, 2, 3]
+    table = [
+        [5, 1, 0, 0],  # digits, label 0: right
+        [3, 1, 0, 0],  # digits, label 1: wrong
+        [0, 0, 0.9, 0.2],  # VOC image with class 2 present, class 3 absent
+        [0, 0, 0.1, 0.8],  # VOC image with class 3 present, class 2 absent
+    ]
+    targets = torch.tensor([[0, 0], [0, 0], [1, -1], [-1, 1]], dtype=torch.int8)
+    test = ImageSet(torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1), torch.tensor(labels), targets)
+    ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=3)
+    assert ev.task_il == [50.0, 100.0] and ev.class_il == [50.0, 100.0]  # VOC: mAP, both classes ranked first
+    assert ev.seen_acc == 50.0 and ev.seen_acc_task_il == 50.0  # the digits alone
+    assert ev.new_acc == 100.0
+    # VOC as the first task: nothing single-label is seen yet, its mAP stands for the pooled numbers
+    voc_first = [Task(0, (0, 1), 0, "voc2012", multilabel=True)]
+    test = ImageSet(torch.arange(2, dtype=torch.uint8).view(2, 1, 1, 1), torch.tensor([0, 1]), targets[2:])
+    ev = evaluate(FixedLogits([[0.9, 0.2], [0.1, 0.8]]), test, voc_first, lambda x: x.float(), batch_size=3)
+    assert ev.seen_acc == 100.0 and ev.seen_acc_task_il == 100.0 and ev.task_il == [100.0]
+    # then the digits: old classes are VOC's alone, so the old accuracy is its mAP
+    tasks = [*voc_first, Task(1, (2, 3), 2, "digits")]
+    table = [[0.9, 0.2, 0, 0], [0.1, 0.8, 0, 0], [0, 0, 5, 1], [0, 0, 3, 1]]
+    marks = torch.tensor([[1, -1], [-1, 1], [0, 0], [0, 0]], dtype=torch.int8)
+    test = ImageSet(torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1), torch.tensor([0, 1, 2, 3]), marks)
+    ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=3)
+    assert ev.old_acc == 100.0 and ev.new_acc == 50.0 and ev.seen_acc == 50.0
