@@ -21,7 +21,8 @@ from cl_runner.errors import ConfigError
 EXTENSIONS = {".jpeg", ".jpg", ".png"}
 
 
-def _check_exists(paths: list[Path], what: str) -> None:
+def check_exists(paths: list[Path], what: str) -> None:
+    """Every listed image file is there, or one line with how many are not and an example."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise ConfigError(
@@ -46,7 +47,7 @@ def read_split_list(list_file: Path, root: Path, subfolder: str) -> tuple[list[P
     under_subfolder = not (root / paths[0]).is_file() and (root / subfolder / paths[0]).is_file()
     base = root / subfolder if under_subfolder else root
     full = [base / p for p in paths]
-    _check_exists(full, f"{list_file} (under {base})")
+    check_exists(full, f"{list_file} (under {base})")
     return full, labels
 
 
@@ -57,7 +58,8 @@ def _existing_root(root: str) -> Path:
     return base
 
 
-def _part(paths: list[Path], labels: list[int], size: int, workers: int) -> ImageSet:
+def file_part(paths: list[Path], labels: list[int], size: int, workers: int) -> ImageSet:
+    """Image files and their labels as an `ImageSet` decoded by workers."""
     images = FileImages([str(p) for p in paths], size, workers)
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64))
 
@@ -67,7 +69,7 @@ def imagenet_subset(root: str, train_list: str, val_list: str, size: int = 224, 
     base = _existing_root(root)
     train = read_split_list(Path(train_list).expanduser(), base, "train")
     val = read_split_list(Path(val_list).expanduser(), base, "val")
-    return Splits(_part(*train, size, workers), _part(*val, size, workers))
+    return Splits(file_part(*train, size, workers), file_part(*val, size, workers))
 
 
 def _scan(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
@@ -97,5 +99,5 @@ def imagenet(
     base = _existing_root(root)
     train_paths, train_labels, classes = _scan(base / "train", None)
     val_paths, val_labels, _ = _scan(base / "val", classes)
-    train = _part(train_paths, train_labels, size, workers)
-    return Splits(train, _part(val_paths, val_labels, size, workers))
+    train = file_part(train_paths, train_labels, size, workers)
+    return Splits(train, file_part(val_paths, val_labels, size, workers))

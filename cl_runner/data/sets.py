@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cl_runner.data.files import FileImages
+from cl_runner.data.imagenet import check_exists, file_part
 from cl_runner.data.images import ImageSet, Splits, stratified_split
 from cl_runner.errors import ConfigError
 
@@ -58,16 +58,10 @@ def integer(value: str, path: Path) -> int:
 
 
 def part(paths: list[Path], labels: list[int], size: int, workers: int, what: str) -> ImageSet:
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise ConfigError(
-            f"{len(missing)} of the {len(paths)} images of {what} are missing, e.g. {missing[0]}"
-        )
     if not paths:
         raise ConfigError(f"{what} holds no images")
-    return ImageSet(
-        FileImages([str(p) for p in paths], size, workers), torch.tensor(labels, dtype=torch.int64)
-    )
+    check_exists(paths, what)
+    return file_part(paths, labels, size, workers)
 
 
 def load_mat(path: Path) -> dict:
