@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cl_runner.data.files import batches
@@ -15,9 +16,10 @@ from cl_runner.results import Evaluation
 
 @torch.inference_mode()
 def forward_batches(
-    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str
-) -> Iterator[torch.Tensor]:
-    """The model's output `key` (eval mode, no distortion), batch after batch."""
+    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str | tuple[str, ...]
+) -> Iterator:
+    """The model's output `key` (eval mode, no distortion), batch after batch; a tuple of
+    outputs where `key` is a tuple of keys."""
     was_training = model.training
     model.eval()
     # File-based images arrive on the CPU; in-memory ones are already where the model is.
@@ -25,17 +27,45 @@ def forward_batches(
     device = param.device if param is not None else images.device
     try:
         for batch in batches(images, batch_size, pin=device.type == "cuda"):
-            yield at_least_float32(model(normalize(batch.to(device, non_blocking=True)))[key])
+            out = model(normalize(batch.to(device, non_blocking=True)))
+            if isinstance(key, tuple):
+                yield tuple(at_least_float32(out[k]) for k in key)
+            else:
+                yield at_least_float32(out[key])
     finally:
         model.train(was_training)
 
 
 def forward_all(
-    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str = "logits"
+    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str | tuple = "logits"
+):
+    """The model's output `key` (or outputs, for a tuple of keys) over many images,
+    concatenated. Only those outputs are kept: DER's auxiliary logits over a whole ImageNet
+    task would fill the device."""
+    parts = list(forward_batches(model, images, normalize, batch_size, key))
+    if isinstance(key, tuple):
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+    return torch.cat(parts)
+
+
+def class_means(
+    model: nn.Module, exemplars: ImageSet, normalize: Callable, batch_size: int, classes: int, flip: bool
 ) -> torch.Tensor:
-    """The model's output `key` over many images, concatenated. Only that output is kept: DER's
-    features and auxiliary logits over a whole ImageNet task would fill the device."""
-    return torch.cat(list(forward_batches(model, images, normalize, batch_size, key)))
+    """iCaRL's class means for nearest-mean-of-exemplars classification (Alg. 1): the mean of
+    each class's L2-normalised exemplar features, normalised again; with `flip` (data trained
+    with mirroring), the mean over the exemplars and their mirror images, as the official code
+    computes it. [classes, feature_dim]; a class without exemplars has a zero mean."""
+    views = [normalize] + ([lambda batch: normalize(batch).flip(3)] if flip else [])
+    labels = exemplars.labels
+    means = None
+    for view in views:
+        features = F.normalize(forward_all(model, exemplars.images, view, batch_size, "features"), dim=1)
+        rows = labels.to(features.device)
+        sums = features.new_zeros(classes, features.shape[1]).index_add_(0, rows, features)
+        counts = torch.bincount(rows, minlength=classes).clamp(min=1)
+        mean = sums / counts[:, None]
+        means = mean if means is None else (means + mean)
+    return F.normalize(means / len(views), dim=1)
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -50,16 +80,23 @@ def evaluate(
     normalize: Callable,
     batch_size: int,
     ranks: Ranks = SINGLE,
+    means: torch.Tensor | None = None,
 ) -> Evaluation:
     """Accuracies over the test data of all seen tasks; a multi-label task (VOC) gets its mAP in
     their place and stays out of the pooled accuracies. With several processes each rank scores
     its own block of the test images and one all-reduce adds up the counts: the numbers are a
-    single process's, in a fraction of the time."""
+    single process's, in a fraction of the time. With exemplar class `means`, the nearest mean
+    of exemplars' accuracies too, from the same forward pass."""
     seen = tasks[-1].end
     keep = test.labels < seen
     rows = ranks.rows(int(keep.sum()))
     labels = test.labels[keep][rows]
-    logits = forward_all(model, test.images[keep][rows], normalize, batch_size)[:, :seen]
+    images = test.images[keep][rows]
+    if means is None:
+        logits = forward_all(model, images, normalize, batch_size)[:, :seen]
+    else:
+        logits, features = forward_all(model, images, normalize, batch_size, ("logits", "features"))
+        logits = logits[:, :seen]
 
     dev = labels.device
     offsets = torch.tensor([t.offset for t in tasks], device=dev)
@@ -79,17 +116,24 @@ def evaluate(
 
     n = len(tasks)
     is_new = (task_of == n - 1).float() * single
+    if means is not None:  # nearest mean: the largest cosine to a class mean (both unit length)
+        with torch.autocast(features.device.type, enabled=False):  # float32 distances under AMP
+            nearest = (F.normalize(features, dim=1) @ means[:seen].T.to(features.device)).argmax(1)
+        correct_nme = (nearest == labels).float() * single
+    else:
+        correct_nme = torch.zeros_like(correct_cil)
     counts = torch.cat(  # every number below is a sum: one all-reduce for all of them
         [
             torch.bincount(task_of, single.float(), minlength=n),
             torch.bincount(task_of, correct_cil, minlength=n),
             torch.bincount(task_of, correct_til, minlength=n),
+            torch.bincount(task_of, correct_nme, minlength=n),
             torch.stack([correct_top5.sum(), (correct_cil * is_new).sum(), is_new.sum()]),
         ]
     )
     counts = ranks.sum(counts)
-    per_task, cil, til = counts[:n], counts[n : 2 * n], counts[2 * n : 3 * n]
-    top5_hits, new_hits, new_count = counts[3 * n :]
+    per_task, cil, til, nme = counts[:n], counts[n : 2 * n], counts[2 * n : 3 * n], counts[3 * n : 4 * n]
+    top5_hits, new_hits, new_count = counts[4 * n :]
     total = per_task.sum()
     summary = torch.stack(
         [
@@ -116,6 +160,8 @@ def evaluate(
         seen_acc_task_il=til_acc,
         old_acc=old_acc if n > 1 else None,
         new_acc=precision.get(n - 1, new_acc),
+        nme=None if means is None else (100 * nme / per_task).tolist(),
+        seen_acc_nme=None if means is None else float(100 * nme.sum() / total),
     )
 
 

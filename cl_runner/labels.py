@@ -1,6 +1,7 @@
 """How a run is named: one place for the W&B group and the report's row labels."""
 
 KINDS = ("class_il", "task_il")  # the two accuracy matrices every run reports
+NME = "nme"  # the third, where a memory is on: nearest mean of exemplars (class-IL)
 
 
 def method_label(choices: dict) -> str:

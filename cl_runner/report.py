@@ -2,7 +2,9 @@
 
 Reads run folders (anything holding a metrics.json, multirun folders included), groups runs by
 their config without the seed, and reports mean ± std over seeds (sample std, n-1) of average
-incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL. A preset that
+incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL, and the nearest
+mean of exemplars' average and last accuracy where runs had a memory. Rows come one table per
+protocol (data set, backbone, schedule), the methods within it: one paper table each. A preset that
 carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per_step}`) adds a
 paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
 tables), and its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cl_runner.dicts import flatten
-from cl_runner.labels import KINDS, method_label, protocol_label
+from cl_runner.labels import KINDS, NME, method_label, protocol_label
 
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
+NME_METRICS = ("avg_incremental_acc", "last_acc")  # iCaRL's classifier beside the network's (PyCIL)
 SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
 NOT_GROUPED = ("seed", "device", "resume", "logger", "checkpoint")  # keys that never change results
 
@@ -43,7 +46,8 @@ class Group:
         return [run["config"].get("seed") for run in self.runs]
 
     def values(self, kind: str, metric: str) -> list[float]:
-        return [run["summary"][kind][metric] for run in self.runs if run["summary"][kind][metric] is not None]
+        summaries = [run["summary"].get(kind) or {} for run in self.runs]  # nme: only with a memory
+        return [s[metric] for s in summaries if s.get(metric) is not None]
 
     @property
     def paper(self) -> dict:
@@ -185,16 +189,30 @@ def differing(group: Group, others: list[Group]) -> str:
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
 
 
+PROTOCOL = ("dataset", "backbone", "schedule")  # the columns that make one paper table
+
+
+def protocol(group: Group) -> tuple[str, ...]:
+    return tuple(group.columns[c] for c in PROTOCOL)
+
+
 def rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
+    """One row per setting, grouped by protocol and sorted by method within it: each protocol's
+    rows are one paper table. Nearest-mean-of-exemplars columns where a run had a memory."""
     header = ["method", "dataset", "backbone", "schedule", "differs", "seeds"]
     header += [f"{kind.replace('_il', '-IL')} {SHORT[m]}" for kind in KINDS for m in METRICS]
+    with_nme = any(run["summary"].get(NME) for g in groups for run in g.runs)
+    if with_nme:
+        header += [f"NME {SHORT[m]}" for m in NME_METRICS]
     with_paper = any(g.paper for g in groups)
     if with_paper:
         header += ["paper avg", "paper last", "Δ avg", "Δ last"]
     table = []
-    for g in sorted(groups, key=lambda g: g.label):
+    for g in sorted(groups, key=lambda g: (protocol(g), g.label)):
         row = [*g.columns.values(), str(len(g.runs))]
         row += [fmt(*mean_std(g.values(kind, m))) for kind in KINDS for m in METRICS]
+        if with_nme:
+            row += [fmt(*mean_std(g.values(NME, m))) for m in NME_METRICS]
         if with_paper:
             paper = g.paper
             ours = {m: g.comparable(m) for m in ("avg_incremental_acc", "last_acc")}
@@ -212,12 +230,29 @@ TASK_HEADER = ["setting", "task", "accuracy", "drop since learnt", "paper accura
 
 def task_rows(groups: list[Group]) -> list[list[str]]:
     """Each task of every sequence run, after the last task (the LwF and MAS tables)."""
-    return [row for g in sorted(groups, key=lambda g: g.label) if g.sequence for row in g.final_per_task()]
+    ordered = sorted(groups, key=lambda g: (protocol(g), g.label))
+    return [row for g in ordered if g.sequence for row in g.final_per_task()]
+
+
+def sections(header: list[str], table: list[list[str]]) -> dict[str, list[list[str]]]:
+    """The rows of each protocol (data set, backbone, schedule), in the order of `rows`."""
+    where = [header.index(c) for c in PROTOCOL]
+    found: dict[str, list[list[str]]] = {}
+    for row in table:
+        found.setdefault(" | ".join(row[i] for i in where), []).append(row)
+    return found
 
 
 def markdown(header: list[str], table: list[list[str]], skipped: list[tuple[Path, str]], tasks=()) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
+    lines = []
+    parts = sections(header, table)
+    for title, body in parts.items():
+        if len(parts) > 1:
+            lines += [f"### {title}", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        if len(parts) > 1:
+            lines.append("")
     if tasks:
         lines += ["", "Each task after the last (task-IL, %; VOC: mAP):", ""]
         lines += ["| " + " | ".join(TASK_HEADER) + " |", "|" + "---|" * len(TASK_HEADER)]
@@ -290,8 +325,11 @@ def print_table(header: list[str], table: list[list[str]], skipped, tasks=()) ->
     console = Console()
     if not console.is_terminal:
         console = Console(width=220)  # files and pipes get the whole row, not 80 columns
-    titles = ["incremental results (mean ± std over seeds, %)", "each task after the last (task-IL, %)"]
-    for title, columns, body in zip(titles, (header, TASK_HEADER), (table, tasks), strict=True):
+    title = "incremental results (mean ± std over seeds, %)"
+    parts = sections(header, table)
+    tables = [(title + (f": {name}" if len(parts) > 1 else ""), header, body) for name, body in parts.items()]
+    tables.append(("each task after the last (task-IL, %)", TASK_HEADER, tasks))
+    for title, columns, body in tables:
         if not body:
             continue
         t = Table(title=title, title_justify="left")

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from cl_runner.data.schedule import Task
-from cl_runner.labels import KINDS
+from cl_runner.labels import KINDS, NME
 from cl_runner.metrics import forgetting_per_task, summarize
 
 
@@ -16,6 +16,8 @@ class Evaluation:
     seen_acc_task_il: float
     old_acc: float | None  # classes of earlier tasks, pooled
     new_acc: float  # classes of the last task
+    nme: list[float] | None = None  # nearest-mean-of-exemplars accuracy per seen task (memory on)
+    seen_acc_nme: float | None = None
 
 
 class Results:
@@ -27,6 +29,12 @@ class Results:
         self.steps: list[dict] = []
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        """The accuracy matrices this run reports: class-IL and task-IL, and the nearest mean of
+        exemplars where a memory is on."""
+        return KINDS + ((NME,) if self.rows.get(NME) else ())
+
+    @property
     def finished(self) -> bool:
         return len(self.steps) == self.num_tasks
 
@@ -34,8 +42,13 @@ class Results:
         """Record one step: its evaluation plus plain measures (params, train_seconds, ...)."""
         self.rows["class_il"].append(evaluation.class_il)
         self.rows["task_il"].append(evaluation.task_il)
+        if evaluation.nme is not None:
+            self.rows.setdefault(NME, []).append(evaluation.nme)
         t = len(self.steps)
-        forgetting = {kind: forgetting_per_task(self.rows[kind], t) for kind in KINDS}
+        forgetting = {kind: forgetting_per_task(self.rows[kind], t) for kind in self.kinds}
+        nme = {}
+        if evaluation.nme is not None:  # new keys only: the contract's other keys stay as they are
+            nme = {"seen_acc_nme": evaluation.seen_acc_nme, "forgetting_nme": forgetting[NME]}
         self.steps.append(
             {
                 "step": task.index,
@@ -48,16 +61,17 @@ class Results:
                 "new_acc": evaluation.new_acc,
                 "forgetting": forgetting["class_il"],
                 "forgetting_task_il": forgetting["task_il"],
+                **nme,
                 **measures,
             }
         )
 
     def matrix(self, kind: str) -> list[list[float | None]]:
         """Rows so far, each padded with None to the full number of tasks."""
-        return [row + [None] * (self.num_tasks - len(row)) for row in self.rows[kind]]
+        return [row + [None] * (self.num_tasks - len(row)) for row in self.rows.get(kind, [])]
 
     def seen(self, kind: str) -> list[float]:
-        key = "seen_acc" if kind == "class_il" else "seen_acc_task_il"
+        key = {"class_il": "seen_acc", "task_il": "seen_acc_task_il", NME: "seen_acc_nme"}[kind]
         return [step[key] for step in self.steps]
 
     def final_per_task(self, kind: str) -> list[dict]:
@@ -72,7 +86,7 @@ class Results:
         ]
 
     def summary(self) -> dict[str, dict]:
-        return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in KINDS}
+        return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in self.kinds}
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "steps": self.steps}
@@ -85,8 +99,8 @@ class Results:
             "config": self.config,
             "choices": self.choices,
             "finished": self.finished,
-            "accuracy_matrix": {kind: self.matrix(kind) for kind in KINDS},
+            "accuracy_matrix": {kind: self.matrix(kind) for kind in self.kinds},
             "summary": self.summary(),
-            "final_per_task": {kind: self.final_per_task(kind) for kind in KINDS},
+            "final_per_task": {kind: self.final_per_task(kind) for kind in self.kinds},
             "steps": self.steps,
         }

@@ -25,7 +25,7 @@ from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
-from cl_runner.evaluate import evaluate, forward_batches
+from cl_runner.evaluate import class_means, evaluate, forward_batches
 from cl_runner.methods.base import AddOn, Method
 from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
@@ -197,7 +197,19 @@ class Runner:
                 self.benchmark.augment.normalize,
                 self.settings.eval_batch_size,
                 self.ranks,
+                self.exemplar_means(task),
             )
+
+    def exemplar_means(self, task: Task) -> torch.Tensor | None:
+        """Class means of the exemplars for nearest-mean-of-exemplars evaluation (iCaRL's
+        classifier), for every method with a memory; none in a run with a multi-label task (VOC)."""
+        if not len(self.memory) or any(t.multilabel for t in self.benchmark.tasks):
+            return None
+        augment = self.benchmark.augment
+        exemplars = self.benchmark.train.subset(self.memory.indices().to(self.benchmark.train.labels.device))
+        return class_means(
+            self.model, exemplars, augment.normalize, self.settings.eval_batch_size, task.end, augment.flip
+        )
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""

@@ -97,6 +97,9 @@ def build_runner(
     model = method.network(backbone).to(device)
     check_pretrained_task(tasks, backbone, model)
     memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
+    if method.needs_memory and not memory.enabled:
+        name = (choices or {}).get("method", type(method).__name__)
+        raise ConfigError(f"method={name} rehearses exemplars: set memory.size or memory.per_class")
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     saved = None

@@ -12,7 +12,7 @@
 # CIFAR-format files (4 training images per class), one epoch, a ResNet-20, one seed. For
 # lwf_table and mas_table: every set generated in its release's format (scripts/synthetic_sets.py)
 # and random AlexNet weights in place of the ImageNet and Places365 ones; PRESETS=a,b narrows the
-# presets swept.
+# presets swept (der_cifar100 too: its protocols), METHODS=a,b the methods of mas_table.
 set -euo pipefail
 
 usage() {
@@ -33,12 +33,17 @@ seeds=${SEEDS:-0,1,2}
 
 case $table in
   der_cifar100)
-    # The smoke run leaves out B0 50 steps (50 tasks: minutes on its own).
+    # DER and DER w/o P, then the table's iCaRL and WA rows on the same protocols with their
+    # own recipes (method_dataset/icarl_cifar100, wa_cifar100). The smoke run leaves out B0 50
+    # steps (50 tasks: minutes on its own).
     protocols=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
     [ $smoke = 1 ] || protocols=$protocols,der_cifar100_b0_50
+    protocols=${PRESETS:-$protocols}
     sweep=(experiment=$protocols method.prune=true,false)
+    apart=(experiment=$protocols method=icarl,wa)
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100 memory.per_class=null
-            ++method.balanced_epochs=1 train.warmup_epochs=0) ;;
+            ++method.balanced_epochs=1 train.warmup_epochs=0)
+    apart_shrink=(backbone=resnet20 memory.size=100 memory.per_class=null) ;;
   der_imagenet100)
     # B0 uses the official pre-activation ResNet-18, which has no channel plan: DER w/o P only.
     sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)
@@ -59,7 +64,7 @@ case $table in
     shrink=(train.batch_size=8) ;;
   mas_table)
     presets=${PRESETS:-mas_birds_scenes,mas_scenes_birds,mas_flowers_birds,mas_flowers_scenes,mas_8tasks}
-    sweep=(experiment=$presets method=mas,finetune,lwf)
+    sweep=(experiment=$presets method=${METHODS:-mas,finetune,lwf,ewc,si,joint})
     shrink=(train.batch_size=8) ;;
   *) usage ;;
 esac
@@ -90,14 +95,23 @@ elif [ $smoke = 1 ]; then
   "$python" "$here/synthetic_cifar.py" "$out/data" --train-per-class 4 --test-per-class 2 >/dev/null
   extra=("${shrink[@]}" "++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
 fi
+apart_extra=("${extra[@]}")  # the rows run apart shrink alike, unless they have keys of their own
+if [ $smoke = 1 ] && [ "${apart_shrink:-}" ]; then
+  apart_extra=("${apart_shrink[@]}" "${extra[@]:${#shrink[@]}}")
+fi
+
+folder_names() {  # job folders are named by the swept keys only: the shrink keys are the same for every job
+  local fixed
+  fixed=$(printf '%s\n' "$@" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
+  echo "hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$fixed]"
+}
 if [ $smoke = 1 ]; then
-  # Job folders are named by the swept keys only: the shrink keys are the same for every job.
-  fixed=$(printf '%s\n' "${extra[@]}" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
-  extra+=("hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$fixed]")
+  extra+=("$(folder_names "${extra[@]}")")
+  apart_extra+=("$(folder_names "${apart_extra[@]}")")
 fi
 
 "${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
 if [ "${apart:-}" ]; then
-  "${cl_run[@]}" -m "${apart[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+  "${cl_run[@]}" -m "${apart[@]}" "seed=$seeds" resume=auto "${apart_extra[@]}" "$@" "hydra.sweep.dir=$out"
 fi
 "${cl_report[@]}" "$out" --out "$out/report"

@@ -44,7 +44,7 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (  # a config-group option that does not exist, found before Hydra starts
             ["method=nope"],
             "cl-run: error: method=nope is unknown; choose from: "
-            "der, feature_extraction, finetune, finetune_fc, joint, lwf, mas, sd",
+            "der, ewc, feature_extraction, finetune, finetune_fc, icarl, joint, lwf, mas, sd, si, wa",
         ),
         (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
         (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse
@@ -60,6 +60,10 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
             "cifar100 not found in /nonexistent/cifar-100-python",
         ),
         (["resume=/nonexistent"], "cl-run: error: resume=/nonexistent: not a cl-run run folder"),
+        (  # a method that rehearses, without a memory
+            ["method=icarl", "memory.size=0"],
+            "cl-run: error: method=icarl rehearses exemplars: set memory.size or memory.per_class",
+        ),
         (["resume=true"], "cl-run: error: resume=true needs the run folder"),
         (  # a recipe's pinned backbone
             ["method=der", "dataset=cifar100", "backbone=resnet32"],

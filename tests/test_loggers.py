@@ -105,6 +105,20 @@ def test_wandb_offline_history_and_summary(tiny_cfg, tmp_path, offline, caplog):
     assert config["steps"] == 2 and config["dataset"]["num_classes"] == 10
 
 
+def test_wandb_gets_the_nearest_mean_accuracies_with_a_memory(tiny_cfg, tmp_path, offline):
+    results = run(tiny_cfg("steps=2", "logger=wandb", "memory.size=20"), tmp_path, {"method": "finetune"})
+    path = wandb_records.run_file(tmp_path)
+    evals = [r for r in wandb_records.history(path) if "eval/seen_acc" in r]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for t, row in enumerate(evals):
+        assert row["eval/seen_acc_nme"] == pytest.approx(metrics["steps"][t]["seen_acc_nme"])
+        for j in range(t + 1):
+            assert row[f"eval/nme/acc_task_{j}"] == pytest.approx(metrics["accuracy_matrix"]["nme"][t][j])
+    assert evals[1]["eval/nme/forgetting_task_0"] == pytest.approx(metrics["steps"][1]["forgetting_nme"][0])
+    summary = wandb_records.summary(path)
+    assert summary["nme/last_acc"] == pytest.approx(results.summary()["nme"]["last_acc"])
+
+
 def test_wandb_failure_never_stops_training(tiny_cfg, tmp_path, monkeypatch, caplog):
     import wandb
 

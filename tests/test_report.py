@@ -154,3 +154,34 @@ def test_checkpoint_settings_do_not_split_a_group(tmp_path):
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     (row,) = csv.DictReader((tmp_path / "out" / "report.csv").open())
     assert row["seeds"] == "2" and row["class-IL avg"] == "55.00 ± 7.07"
+
+
+def test_one_table_per_protocol_methods_within_it_and_nme_columns(tmp_path):
+    """Runs of two protocols (2 and 3 steps): report.md has one table for each, its rows the
+    methods; runs with a memory add the nearest mean of exemplars' average and last accuracy."""
+    root = tmp_path / "runs"
+    write_run(root / "icarl2", "icarl", 0, 70.0, 60.0)
+    write_run(root / "finetune2", "finetune", 0, 50.0, 20.0)
+    write_run(root / "icarl3", "icarl", 0, 72.0, 62.0, steps=3)
+    for folder, nme in (("icarl2", (80.0, 75.0)), ("icarl3", (82.0, 77.0)), ("finetune2", None)):
+        path = root / folder / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["config"]["method"]["_target_"] = folder[:-1]  # what tells the methods' configs apart
+        if nme:
+            metrics["summary"]["nme"] = {"avg_incremental_acc": nme[0], "last_acc": nme[1]}
+        path.write_text(json.dumps(metrics))
+    assert main([str(root)]) == 0
+    text = (root / "report.md").read_text()
+    two = text.index("### mnist5k | resnet32 | B0 2 steps")
+    three = text.index("### mnist5k | resnet32 | B0 3 steps")
+    first_table, second_table = text[two:three], text[three:]
+    assert "| finetune |" in first_table and "| icarl |" in first_table
+    assert first_table.index("| finetune |") < first_table.index("| icarl |")  # methods in order
+    assert "| icarl |" in second_table and "finetune" not in second_table
+    rows = list(csv.reader((root / "report.csv").open()))
+    header = rows[0]
+    nme_avg, nme_last = header.index("NME avg"), header.index("NME last")
+    by_label = {(r[0], r[3]): r for r in rows[1:]}
+    assert by_label[("icarl", "B0 2 steps")][nme_avg] == "80.00"
+    assert by_label[("icarl", "B0 3 steps")][nme_last] == "77.00"
+    assert by_label[("finetune", "B0 2 steps")][nme_avg] == "-"  # no memory, no NME

@@ -27,6 +27,10 @@ METHODS = {
     "mas": ["method=mas"],
     "sd": ["method=sd"],
     "der": ["method=der", "memory.size=30", "method.balanced_epochs=2"],
+    "ewc": ["method=ewc"],
+    "si": ["method=si"],
+    "icarl": ["method=icarl", "memory.size=30"],
+    "wa": ["method=wa", "memory.size=30"],
 }
 TIMINGS = ("train_seconds", "peak_memory_mb", "phase_seconds")
 

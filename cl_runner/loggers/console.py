@@ -50,13 +50,17 @@ class ConsoleLogger(Logger):
         t = len(results.steps) - 1
         table = Table(title=f"after task {t}: {len(step['classes'])} new classes", title_justify="left")
         named = step.get("name") is not None  # a sequence of data sets: name them, show the drops
+        nme = results.rows["nme"][t] if "nme" in results.kinds else None  # a memory: iCaRL's classifier
         columns = ["task", "class-IL acc", "task-IL acc", "forgetting (class-IL)"]
-        for column in columns + (["drop (task-IL)"] if named else []):
+        columns += (["NME acc"] if nme else []) + (["drop (task-IL)"] if named else [])
+        for column in columns:
             table.add_column(column, justify="right")
         class_il, task_il = results.rows["class_il"][t], results.rows["task_il"][t]
         for j in range(t + 1):
             forgetting = step["forgetting"][j] if j < t else None
             cells = [str(j), _pct(class_il[j]), _pct(task_il[j]), _pct(forgetting)]
+            if nme:
+                cells.append(_pct(nme[j]))
             if named:
                 cells[0] = f"{j} {results.steps[j]['name']}"
                 cells.append(_pct(task_il[j] - results.rows["task_il"][j][j]))
@@ -68,6 +72,7 @@ class ConsoleLogger(Logger):
             _pct(step["seen_acc"]),
             _pct(step["seen_acc_task_il"]),
             _pct(summary["class_il"]["avg_forgetting"]),
+            *([_pct(step["seen_acc_nme"])] if nme else []),
             *([_pct(summary["task_il"]["bwt"])] if named else []),
         )
         self.console.print(table)
@@ -87,7 +92,8 @@ class ConsoleLogger(Logger):
     def run_end(self, results: Results):
         summary = results.summary()
         table = Table(title="summary (%)", title_justify="left")
-        for column in ("metric", "class-IL", "task-IL"):
+        names = {"class_il": "class-IL", "task_il": "task-IL", "nme": "NME (class-IL)"}
+        for column in ["metric"] + [names[kind] for kind in results.kinds]:
             table.add_column(column, justify="right")
         for key, label in (
             ("avg_incremental_acc", "average incremental accuracy"),
@@ -95,7 +101,7 @@ class ConsoleLogger(Logger):
             ("avg_forgetting", "average forgetting"),
             ("bwt", "backward transfer"),
         ):
-            table.add_row(label, _pct(summary["class_il"][key]), _pct(summary["task_il"][key]))
+            table.add_row(label, *[_pct(summary[kind][key]) for kind in results.kinds])
         self.console.print(table)
         log.info("summary: %s", summary)
         if results.steps and results.steps[0].get("name") is not None:

@@ -13,14 +13,17 @@ from cl_runner.results import Results
 def csv_text(results: Results) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
+    nme = "nme" in results.kinds  # a memory: the nearest-mean-of-exemplars accuracy, last
     writer.writerow(
         ["step", "task", "class_il_acc", "task_il_acc", "class_il_forgetting", "task_il_forgetting"]
+        + (["nme_acc"] if nme else [])
     )
     for t, step in enumerate(results.steps):
         for j in range(t + 1):
             forgetting = (step["forgetting"][j], step["forgetting_task_il"][j]) if j < t else ("", "")
             writer.writerow(
                 [t, j, results.rows["class_il"][t][j], results.rows["task_il"][t][j], *forgetting]
+                + ([results.rows["nme"][t][j]] if nme else [])
             )
     return out.getvalue()
 

@@ -11,7 +11,7 @@ import netrc
 import os
 from pathlib import Path
 
-from cl_runner.labels import KINDS, group_name
+from cl_runner.labels import group_name
 from cl_runner.loggers import Logger
 from cl_runner.results import Results
 
@@ -60,11 +60,13 @@ def step_metrics(results: Results) -> dict:
     }
     if step["old_acc"] is not None:
         row["eval/old_acc"] = step["old_acc"]
-    for kind in KINDS:
+    if step.get("seen_acc_nme") is not None:
+        row["eval/seen_acc_nme"] = step["seen_acc_nme"]
+    for kind in results.kinds:
         for j, acc in enumerate(results.rows[kind][t]):
             row[f"eval/{kind}/acc_task_{j}"] = acc
         if t > 0:
-            key = "forgetting" if kind == "class_il" else "forgetting_task_il"
+            key = {"class_il": "forgetting", "task_il": "forgetting_task_il", "nme": "forgetting_nme"}[kind]
             for j, f in enumerate(step[key]):
                 row[f"eval/{kind}/forgetting_task_{j}"] = f
             row[f"eval/{kind}/avg_forgetting"] = summary[kind]["avg_forgetting"]
@@ -151,7 +153,7 @@ class WandbLogger(Logger):
                 return self.wandb.Image(pixels)
 
             payload = {}
-            for kind in KINDS:
+            for kind in results.kinds:
                 matrix = results.matrix(kind)
                 columns = ["after_step"] + [f"task_{j}" for j in range(results.num_tasks)]
                 payload[f"accuracy_matrix/{kind}"] = self.wandb.Table(

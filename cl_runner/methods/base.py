@@ -68,6 +68,8 @@ class Method:
     #: in a sequence of data sets, earlier tasks' heads learn too (LwF distils them); else they
     #: stay fixed there unless exemplars or `all_logits` put their classes in the loss
     trains_old_heads: bool = False
+    #: the method rehearses exemplars (iCaRL, WA): a run without a memory is a config error
+    needs_memory: bool = False
 
     def training_classes(self, task: Task) -> range:
         """Labels whose training data the runner feeds in this task (memory comes on top)."""

@@ -1,5 +1,5 @@
 """Per-parameter importance from gradients of a scalar of the network's output, over a task's
-training data (MAS's Omega; the same loops serve any such estimate)."""
+training data (MAS's Omega, EWC's Fisher; the same loops serve any such estimate)."""
 
 from collections.abc import Callable
 
@@ -9,8 +9,14 @@ from torch.func import functional_call, grad, vmap
 
 from cl_runner.data.batch import Batch, TaskData
 
-# what to differentiate: the logits of one batch (or one sample) -> a scalar
-Objective = Callable[[torch.Tensor], torch.Tensor]
+# what to differentiate: the logits of one batch (or one sample) and their labels -> a scalar
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# which rows of a batch, as clean (undistorted) inputs, with the labels the objective takes
+Inputs = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
+
+
+def clean_inputs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    return Batch.clean(batch), batch.labels
 
 
 def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> dict[str, torch.Tensor]:
@@ -19,8 +25,9 @@ def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> 
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
     for batch in data.own_batches():
-        x = Batch.clean(batch)
-        grads = torch.autograd.grad(objective(model(x)["logits"]), list(params.values()), allow_unused=True)
+        x, y = clean_inputs(batch)
+        value = objective(model(x)["logits"], y)
+        grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
         for (name, _), g in zip(params.items(), grads, strict=True):
             if g is not None:
                 omega[name] += g.abs()
@@ -29,23 +36,31 @@ def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> 
 
 
 def sample_importance(
-    model: nn.Module, data: TaskData, objective: Objective, chunk_size: int | None
+    model: nn.Module,
+    data: TaskData,
+    objective: Objective,
+    chunk_size: int | None,
+    magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.abs,
+    inputs: Inputs = clean_inputs,
 ) -> dict[str, torch.Tensor]:
-    """(1/N) sum over samples of |d objective(x_k) / d theta|, per-sample gradients via vmap
-    (one batched call per batch, never a loop over samples)."""
+    """(1/N) sum over samples of magnitude(d objective(x_k, y_k) / d theta): |.| for MAS, (.)^2
+    for a Fisher. Per-sample gradients via vmap (one batched call per batch, never a loop over
+    samples); `inputs` picks each batch's rows and labels."""
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
-    def one_sample(p: dict, x: torch.Tensor) -> torch.Tensor:
-        return objective(functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"])
+    def one_sample(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return objective(functional_call(model, (p, buffers), (x.unsqueeze(0),))["logits"], y.unsqueeze(0))
 
-    per_sample = vmap(grad(one_sample), in_dims=(None, 0), chunk_size=chunk_size)
+    per_sample = vmap(grad(one_sample), in_dims=(None, 0, 0), chunk_size=chunk_size)
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
     for batch in data.own_batches():
-        x = Batch.clean(batch)
-        for name, g in per_sample(params, x).items():
-            omega[name] += g.abs().sum(0)
+        x, y = inputs(batch)
+        if len(x) == 0:
+            continue
+        for name, g in per_sample(params, x, y).items():
+            omega[name] += magnitude(g).sum(0)
         count += len(x)
     return mean_over_processes(data, omega, count)
 
@@ -54,5 +69,5 @@ def mean_over_processes(data: TaskData, sums: dict[str, torch.Tensor], count: in
     """The sums of every process's batches over all their samples (one process: as they are)."""
     device = next(iter(sums.values())).device
     totals = data.total({**sums, "count": torch.tensor(float(count), device=device)})
-    n = totals.pop("count")
+    n = totals.pop("count").clamp(min=1)
     return {name: value / n for name, value in totals.items()}

@@ -15,24 +15,16 @@ old-class labels have no place in the new head (`all_logits` forces that always)
 first trains the new head alone with the rest frozen (the paper's warm-up step).
 """
 
-import copy
-
 import torch
 from torch import nn
 
 from cl_runner.data.schedule import Task
-from cl_runner.methods.base import Batch, Method, require
+from cl_runner.methods.base import Batch, require
 from cl_runner.methods.losses import modified_cross_entropy
+from cl_runner.methods.teacher import WithTeacher
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
-class LwF(Method):
+class LwF(WithTeacher):
     trains_old_heads = True  # theta_o is optimised jointly (the paper's joint-optimize step)
 
     def __init__(self, lamb: float = 1.0, T: float = 2.0, head_epochs: int = 0, all_logits: bool = False):
@@ -40,23 +32,18 @@ class LwF(Method):
         require(T > 0, f"method.T={T} is invalid: expected a number > 0")
         require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
         self.lamb, self.T, self.head_epochs, self.all_logits = lamb, T, head_epochs, all_logits
-        self.teacher: nn.Module | None = None
         self.old_heads: list[int] = []  # sizes of the heads the teacher answers for
 
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
-        if task.index > 0:
-            self.teacher = frozen_copy(model)
-            self.old_heads = list(model.task_sizes[:-1])
+        super().before_task(task, model, memory)
+        self.old_heads = list(model.task_sizes[:-1])
 
     def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
-        x, out = batch.forward(model)
-        logits = out["logits"]
+        logits, soft_targets = self.with_teacher(batch, model)
         ce = self.classification_loss(logits, batch)
-        if self.teacher is None:
+        if soft_targets is None:
             return ce, {"ce": ce.detach()}
         old = batch.task.offset
-        with torch.no_grad():
-            soft_targets = self.teacher(x)["logits"][:, :old]
         if batch.task.name is None:  # a class split: one softmax over all old classes (FACIL)
             kd = modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
         else:  # a sequence: eq. 3-4 for each old task's head, summed
@@ -66,13 +53,6 @@ class LwF(Method):
             kd = sum(modified_cross_entropy(student, teacher, self.T) for student, teacher in pairs)
         return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
 
-    def state_dict(self) -> dict:
-        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
-
     def load_state_dict(self, state: dict, model: nn.Module) -> None:
-        # The teacher is a copy of the network at the task's start: the same heads as now.
-        self.teacher = None
-        if state["teacher"] is not None:
-            self.teacher = frozen_copy(model)
-            self.teacher.load_state_dict(state["teacher"])
-            self.old_heads = list(model.task_sizes[:-1])
+        super().load_state_dict(state, model)
+        self.old_heads = list(model.task_sizes[:-1])

@@ -9,11 +9,8 @@ and training on later tasks adds (penalty.py)
 
     L(theta) = L_new(theta) + lambda * sum_ij Omega_ij (theta_ij - theta*_ij)^2             (eq. 3)
 
-with theta* the parameters after task t. `update="gradient"` adds the penalty's gradient before
-momentum, as the official code does; it diverges once lr*2*lambda*Omega exceeds 2(1 + momentum).
-`update="proximal"` (default) takes the exact proximal step after the SGD step, with the step
-size momentum SGD really takes, eta = lr / (1 - momentum): its fixed point is the paper's,
-grad L + 2 lambda Omega (theta - theta*) = 0, and it is stable for any step size.
+with theta* the parameters after task t. `update`: "proximal" (default) or "gradient" (the
+official code's), see regularized.py.
 
 `importance`: "batch" takes |gradient of the batch sum| per batch (the official code), "sample"
 exact per-sample gradients. Importances accumulate over tasks by sum (the official
@@ -26,12 +23,14 @@ import torch
 from torch import nn
 
 from cl_runner.data.schedule import Task
-from cl_runner.methods.base import Batch, Method, TaskData, require
+from cl_runner.methods.base import TaskData, require
 from cl_runner.methods.importance import batch_importance, sample_importance
-from cl_runner.methods.penalty import QuadraticPenalty
+from cl_runner.methods.regularized import Regularized
 
 
-class MAS(Method):
+class MAS(Regularized):
+    part = "mas"
+
     def __init__(
         self,
         lamb: float = 1.0,
@@ -47,29 +46,15 @@ class MAS(Method):
         require(importance in ("batch", "sample"), f"method.importance={importance!r}: choose batch, sample")
         require(accumulate in ("sum", "alpha"), f"method.accumulate={accumulate!r}: choose sum, alpha")
         require(0 <= alpha <= 1, f"method.alpha={alpha} is invalid: expected a number in [0, 1]")
-        require(update in ("proximal", "gradient"), f"method.update={update!r}: choose proximal, gradient")
         require(output in ("task", "all"), f"method.output={output!r}: choose task, all")
         self.lamb, self.importance, self.accumulate = lamb, importance, accumulate
-        self.alpha, self.sample_chunk, self.update = alpha, sample_chunk, update
+        super().__init__(update)
+        self.alpha, self.sample_chunk = alpha, sample_chunk
         self.output, self.all_logits = output, all_logits
-        self.penalty = QuadraticPenalty()
 
-    def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
-        ce, parts = super().training_loss(batch, model)
-        if not self.penalty:
-            return ce, parts
-        if self.update == "gradient":
-            reg = self.penalty(model)
-            return ce + self.lamb * reg, {**parts, "mas": reg.detach()}  # eq. 3
-        # after_step applies the penalty; it is reported once an epoch, at its last batch,
-        # weighted so that the epoch's average of the parts reads as that value
-        if batch.index == batch.count - 1:
-            parts["mas"] = self.penalty.value(model) * batch.count
-        return ce, parts
-
-    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
-        if self.update == "proximal" and self.penalty:
-            self.penalty.proximal_step(model, lr / (1 - momentum), self.lamb)
+    @property
+    def weight(self) -> float:
+        return self.lamb  # L_new + lambda sum Omega (theta - theta*)^2, eq. 3
 
     def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
         """Omega of the task just learnt, on its clean (undistorted) inputs, in eval mode:
@@ -78,7 +63,7 @@ class MAS(Method):
         model.eval()
         outputs = slice(data.task.offset, data.task.end) if self.output == "task" else slice(None)
 
-        def squared_norm(logits: torch.Tensor) -> torch.Tensor:  # ||F(x)||_2^2, eq. 10
+        def squared_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # ||F(x)||_2^2, eq. 10
             return logits[:, outputs].pow(2).sum()
 
         if self.importance == "batch":
@@ -97,9 +82,3 @@ class MAS(Method):
         if old is None:
             return new
         return old + new if self.accumulate == "sum" else self.alpha * old + (1 - self.alpha) * new
-
-    def state_dict(self) -> dict:
-        return self.penalty.state_dict()
-
-    def load_state_dict(self, state: dict, model: nn.Module) -> None:
-        self.penalty.load_state_dict(state)

@@ -1,8 +1,8 @@
-"""A quadratic penalty that anchors parameters where an earlier task left them,
+"""A quadratic penalty that anchors parameters where earlier tasks left them,
 
-    sum_ij Omega_ij (theta_ij - theta*_ij)^2,
+    sum_ij Omega_ij (theta_ij - theta*_ij)^2  (+ a constant, see `merge`),
 
-and the ways SGD can meet it (MAS; the same form serves other importance-weighted methods)."""
+and the ways SGD can meet it (MAS, EWC, SI)."""
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ class QuadraticPenalty:
     def __init__(self):
         self.omega: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self.constant = 0.0  # what merged penalties add beyond the one quadratic (`merge`)
         self.cache: tuple | None = None  # proximal terms for one model and step size
 
     def __bool__(self) -> bool:
@@ -21,7 +22,32 @@ class QuadraticPenalty:
         """New importances; the anchor becomes the parameters as they are now."""
         self.omega = omega
         self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
-        self.cache = None
+        self.constant, self.cache = 0.0, None
+
+    @torch.no_grad()
+    def merge(self, omega: dict[str, torch.Tensor], model: nn.Module) -> None:
+        """Add a second penalty, `omega` anchored at the parameters as they are now, keeping
+        both anchors: O1 (t - a1)^2 + O2 (t - a2)^2 = (O1 + O2)(t - a)^2 + O1 O2 / (O1 + O2) (a1 - a2)^2
+        with a = (O1 a1 + O2 a2) / (O1 + O2). Gradients are those of the separate penalties, the
+        value too (the constant), at the memory of one."""
+        now = {name: p.detach().clone() for name, p in model.named_parameters() if name in omega}
+        if not self.omega:
+            self.omega, self.anchor, self.constant, self.cache = omega, now, 0.0, None
+            return
+        merged_omega, merged_anchor = {}, {}
+        for name, new in omega.items():
+            old, a1, a2 = self.omega.get(name), self.anchor.get(name), now[name]
+            if old is None:
+                merged_omega[name], merged_anchor[name] = new, a2
+                continue
+            total = old + new
+            safe = total.where(total > 0, torch.ones_like(total))
+            merged_anchor[name] = torch.where(total > 0, (old * a1 + new * a2) / safe, a2)
+            self.constant += float((old * new / safe * (a1 - a2).pow(2)).sum())
+            merged_omega[name] = total
+        for name in self.omega.keys() - omega.keys():  # parameters the new penalty leaves out
+            merged_omega[name], merged_anchor[name] = self.omega[name], self.anchor[name]
+        self.omega, self.anchor, self.cache = merged_omega, merged_anchor, None
 
     def matched(self, model: nn.Module) -> tuple[list, list[str]]:
         """The parameters that have an importance, and their names, in one order."""
@@ -34,7 +60,7 @@ class QuadraticPenalty:
         terms = [
             (self.omega[n] * (p - self.anchor[n]).pow(2)).sum() for p, n in zip(params, names, strict=True)
         ]
-        return torch.stack(terms).sum()
+        return torch.stack(terms).sum() + self.constant
 
     @torch.no_grad()
     def value(self, model: nn.Module) -> torch.Tensor:
@@ -42,7 +68,7 @@ class QuadraticPenalty:
         params, names = self.matched(model)
         diffs = torch._foreach_sub(params, [self.anchor[n] for n in names])
         torch._foreach_mul_(diffs, [self.omega[n].sqrt() for n in names])
-        return torch.stack(torch._foreach_norm(diffs)).square().sum()
+        return torch.stack(torch._foreach_norm(diffs)).square().sum() + self.constant
 
     @torch.no_grad()
     def proximal_step(self, model: nn.Module, eta: float, lamb: float) -> None:
@@ -64,7 +90,8 @@ class QuadraticPenalty:
         return self.cache[1:]
 
     def state_dict(self) -> dict:
-        return {"omega": self.omega, "anchor": self.anchor}
+        return {"omega": self.omega, "anchor": self.anchor, "constant": self.constant}
 
     def load_state_dict(self, state: dict) -> None:
         self.omega, self.anchor, self.cache = state["omega"], state["anchor"], None
+        self.constant = state.get("constant", 0.0)  # checkpoints from before merged penalties
