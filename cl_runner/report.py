@@ -4,7 +4,7 @@ Reads run folders (anything holding a metrics.json, multirun folders included), 
 their config without the seed, and reports mean ± std over seeds (sample std, n-1) of average
 incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL, and the nearest
 mean of exemplars' average and last accuracy where runs had a memory. Rows come one table per
-protocol (data set, backbone, schedule), the methods within it: one paper table each. A preset that
+protocol (data set and schedule), the methods within it: one paper table each. A preset that
 carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per_step}`) adds a
 paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
 tables), and its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and
@@ -189,7 +189,7 @@ def differing(group: Group, others: list[Group]) -> str:
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
 
 
-PROTOCOL = ("dataset", "backbone", "schedule")  # the columns that make one paper table
+PROTOCOL = ("dataset", "schedule")  # one paper table: its methods may differ in backbone (DER's table)
 
 
 def protocol(group: Group) -> tuple[str, ...]:
@@ -235,7 +235,7 @@ def task_rows(groups: list[Group]) -> list[list[str]]:
 
 
 def sections(header: list[str], table: list[list[str]]) -> dict[str, list[list[str]]]:
-    """The rows of each protocol (data set, backbone, schedule), in the order of `rows`."""
+    """The rows of each protocol (data set and schedule), in the order of `rows`."""
     where = [header.index(c) for c in PROTOCOL]
     found: dict[str, list[list[str]]] = {}
     for row in table:

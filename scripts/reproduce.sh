@@ -43,7 +43,7 @@ case $table in
     apart=(experiment=$protocols method=icarl,wa)
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100 memory.per_class=null
             ++method.balanced_epochs=1 train.warmup_epochs=0)
-    apart_shrink=(backbone=resnet20 memory.size=100 memory.per_class=null) ;;
+    apart_shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=100 memory.per_class=null) ;;
   der_imagenet100)
     # B0 uses the official pre-activation ResNet-18, which has no channel plan: DER w/o P only.
     sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)

@@ -27,7 +27,7 @@ def test_unknown_table_or_impossible_smoke_is_refused(tmp_path, args):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow  # eight small runs: about three minutes on two cores
+@pytest.mark.slow  # eight small runs: under a minute on two cores
 def test_der_cifar100_smoke_reproduces_the_table_with_the_paper_column(tmp_path):
     """Two of the table's protocols (PRESETS narrows them): DER and DER w/o P with the paper's
     numbers beside them, and the iCaRL and WA rows with their nearest-mean-of-exemplars columns."""
