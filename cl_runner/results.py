@@ -6,6 +6,13 @@ from cl_runner.data.schedule import Task
 from cl_runner.labels import KINDS, NME
 from cl_runner.metrics import forgetting_per_task, summarize
 
+# each accuracy matrix's keys in a step: its pooled seen-class accuracy, its forgetting per task
+STEP_KEYS = {
+    "class_il": ("seen_acc", "forgetting"),
+    "task_il": ("seen_acc_task_il", "forgetting_task_il"),
+    NME: ("seen_acc_nme", "forgetting_nme"),
+}
+
 
 @dataclass
 class Evaluation:
@@ -48,7 +55,8 @@ class Results:
         forgetting = {kind: forgetting_per_task(self.rows[kind], t) for kind in self.kinds}
         nme = {}
         if evaluation.nme is not None:  # new keys only: the contract's other keys stay as they are
-            nme = {"seen_acc_nme": evaluation.seen_acc_nme, "forgetting_nme": forgetting[NME]}
+            seen_key, forgetting_key = STEP_KEYS[NME]
+            nme = {seen_key: evaluation.seen_acc_nme, forgetting_key: forgetting[NME]}
         self.steps.append(
             {
                 "step": task.index,
@@ -71,8 +79,7 @@ class Results:
         return [row + [None] * (self.num_tasks - len(row)) for row in self.rows.get(kind, [])]
 
     def seen(self, kind: str) -> list[float]:
-        key = {"class_il": "seen_acc", "task_il": "seen_acc_task_il", NME: "seen_acc_nme"}[kind]
-        return [step[key] for step in self.steps]
+        return [step[STEP_KEYS[kind][0]] for step in self.steps]
 
     def final_per_task(self, kind: str) -> list[dict]:
         """Each task's accuracy after the last step and its drop since the step that learnt it

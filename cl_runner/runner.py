@@ -206,9 +206,13 @@ class Runner:
         if not len(self.memory) or any(t.multilabel for t in self.benchmark.tasks):
             return None
         augment = self.benchmark.augment
-        exemplars = self.benchmark.train.subset(self.memory.indices().to(self.benchmark.train.labels.device))
         return class_means(
-            self.model, exemplars, augment.normalize, self.settings.eval_batch_size, task.end, augment.flip
+            self.model,
+            self.memory.exemplars(),
+            augment.normalize,
+            self.settings.eval_batch_size,
+            task.end,
+            augment.flip,
         )
 
     def training_data(self, task: Task) -> TaskData:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cl_runner.labels import group_name
 from cl_runner.loggers import Logger
-from cl_runner.results import Results
+from cl_runner.results import STEP_KEYS, Results
 
 log = logging.getLogger("cl_runner")
 
@@ -66,7 +66,7 @@ def step_metrics(results: Results) -> dict:
         for j, acc in enumerate(results.rows[kind][t]):
             row[f"eval/{kind}/acc_task_{j}"] = acc
         if t > 0:
-            key = {"class_il": "forgetting", "task_il": "forgetting_task_il", "nme": "forgetting_nme"}[kind]
+            key = STEP_KEYS[kind][1]
             for j, f in enumerate(step[key]):
                 row[f"eval/{kind}/forgetting_task_{j}"] = f
             row[f"eval/{kind}/avg_forgetting"] = summary[kind]["avg_forgetting"]
