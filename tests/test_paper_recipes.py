@@ -1,13 +1,18 @@
 """The paper presets and recipes say what the official code does: each test reads the composed
 config (as `cl-run` would build it) or what the runner builds from it."""
 
+import copy
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from cl_runner.config import train_settings, validate
+from cl_runner import checkpoint
+from cl_runner.config import expand_sequence, train_settings, validate
 from cl_runner.data.loader import random_brightness
 from cl_runner.data.schedule import make_schedule
 from cl_runner.errors import ConfigError
+from cl_runner.paths import config_dir
 from cl_runner.settings import lr_factor
 from cl_runner.train import build_runner
 
@@ -106,8 +111,38 @@ def test_every_paper_preset_turns_batchnorm_recalibration_off_and_its_numbers_ad
             assert len(row.get("drop_per_task") or cfg.sequence) == len(cfg.sequence)
 
 
-def test_default_run_keeps_batchnorm_recalibration():
-    assert make_cfg().train.precise_bn is True
+@pytest.mark.parametrize(
+    "dataset, recalibrates",
+    [("mnist5k", True), ("digits", True), ("synthetic", True), ("mnist", False), ("cifar100", False)],
+)
+def test_only_the_embedded_sets_recalibrate_batchnorm_by_default(dataset, recalibrates):
+    assert make_cfg(f"dataset={dataset}").train.precise_bn is recalibrates
+    switched = make_cfg(f"dataset={dataset}", f"train.precise_bn={not recalibrates}")
+    assert switched.train.precise_bn is not recalibrates
+
+
+@pytest.mark.parametrize("dataset", ["mnist5k", "cifar100"])
+def test_a_run_from_before_the_per_data_set_default_resumes_with_the_documented_overrides(dataset):
+    """docs/recovering.md: such a run's config recalibrated and had no dataset.train.precise_bn."""
+    resolved = OmegaConf.to_container(make_cfg(f"dataset={dataset}"), resolve=True)
+    old = copy.deepcopy(resolved)
+    old["train"]["precise_bn"] = True
+    old["dataset"]["train"].pop("precise_bn", None)
+    with pytest.raises(ConfigError, match="precise_bn"):
+        checkpoint.check_same_config(old, resolved)
+    extra = ["~dataset.train.precise_bn"] if dataset == "mnist5k" else []
+    again = make_cfg(f"dataset={dataset}", "train.precise_bn=true", *extra)
+    checkpoint.check_same_config(old, OmegaConf.to_container(again, resolve=True))
+
+
+@pytest.mark.parametrize(
+    "sequence, recalibrates",
+    [("[flowers102,scenes67]", False), ("[digits,mnist5k]", True)],
+)
+def test_a_sequence_recalibrates_as_its_first_learnt_set(sequence, recalibrates):
+    cfg = make_cfg(f"sequence={sequence}")
+    expand_sequence(cfg, config_dir())
+    assert cfg.train.precise_bn is recalibrates
 
 
 def test_explicit_class_order_must_be_a_permutation():
