@@ -25,6 +25,8 @@ def test_protocol_bench_reports_every_phase_beside_the_pure_training_time(tmp_pa
     report = json.loads(out.read_text())
     result = report["protocol"]["finetune"]
     assert set(result["phase_seconds"]) == PHASES and result["wall_s"] > 0
+    assert report["settings"]["precise_bn"] is False  # it stands for CIFAR-100, which does not recalibrate
+    assert result["phase_seconds"]["recalibrate"] < 0.005  # skipped: ~0.1 ms; recalibrating here: ~20 ms
     assert result["images_trained_per_step"] == [8, 8]  # 2 classes x 4 images x 1 epoch per task
     c, f = report["ceiling"]["train_images_per_s"], report["ceiling"]["forward_images_per_s"]
     pure = 8 / predicted("finetune", 0, c, f) + 8 / predicted("finetune", 1, c, f)
