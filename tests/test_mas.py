@@ -6,6 +6,7 @@ from cl_runner.data.batch import Batch, TaskData
 from cl_runner.data.loader import DeviceLoader
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
+from cl_runner.methods.ewc import EWC
 from cl_runner.methods.mas import MAS
 from cl_runner.models import IncrementalNet
 from cl_runner.models.resnet_cifar import resnet20
@@ -104,6 +105,22 @@ def test_momentum_sgd_reaches_the_papers_fixed_point(omega):
             optimizer.step()
             mas.after_step(model, lr, momentum)
         assert model.theta.item() == pytest.approx(minimiser, abs=1e-5), update
+
+
+@pytest.mark.parametrize("measure", ["mas batch", "mas sample", "ewc sample"])
+def test_importance_runs_the_trained_network_in_eval_mode_and_leaves_its_mode(measure):
+    net = linear_net([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.0]])
+    modes = []
+    net.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
+    net.train()
+    data = task_data(torch.tensor([[255, 0], [51, 204]], dtype=torch.uint8).view(2, 2, 1, 1), batch_size=2)
+    method, kind = measure.split()
+    if method == "mas":
+        MAS(importance=kind).task_importance(net, data)
+    else:
+        EWC(fisher_labels="sample").task_fisher(net, data)  # its label draw runs the network too
+    assert modes and not any(modes)
+    assert net.training
 
 
 def test_sample_and_batch_importance_agree_for_batch_size_one():

@@ -90,11 +90,7 @@ class EWC(Regularized):
         def log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             return F.log_softmax(logits[:, outputs], 1).gather(1, labels[:, None]).sum()
 
-        was_training = model.training
-        model.eval()
-        fisher = sample_importance(model, data, log_likelihood, self.sample_chunk, torch.square, inputs)
-        model.train(was_training)
-        return fisher
+        return sample_importance(model, data, log_likelihood, self.sample_chunk, torch.square, inputs)
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
         fisher = self.task_fisher(model, data)

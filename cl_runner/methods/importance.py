@@ -1,7 +1,9 @@
 """Per-parameter importance from gradients of a scalar of the network's output, over a task's
-training data (MAS's Omega, EWC's Fisher; the same loops serve any such estimate)."""
+training data (MAS's Omega, EWC's Fisher; the same loops serve any such estimate). Importance
+describes the trained network, so both loops run it in eval mode and leave its mode as it was."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -19,19 +21,30 @@ def clean_inputs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return Batch.clean(batch), batch.labels
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> dict[str, torch.Tensor]:
     """(1/N) sum over batches of |d sum_{k in batch} objective(x_k) / d theta|, on the clean inputs."""
     params = dict(model.named_parameters())
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
-    for batch in data.own_batches():
-        x, y = clean_inputs(batch)
-        value = objective(model(x)["logits"], y)
-        grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
-        for (name, _), g in zip(params.items(), grads, strict=True):
-            if g is not None:
-                omega[name] += g.abs()
-        count += len(x)
+    with eval_mode(model):
+        for batch in data.own_batches():
+            x, y = clean_inputs(batch)
+            value = objective(model(x)["logits"], y)
+            grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
+            for (name, _), g in zip(params.items(), grads, strict=True):
+                if g is not None:
+                    omega[name] += g.abs()
+            count += len(x)
     return mean_over_processes(data, omega, count)
 
 
@@ -55,13 +68,14 @@ def sample_importance(
     per_sample = vmap(grad(one_sample), in_dims=(None, 0, 0), chunk_size=chunk_size)
     omega = {name: torch.zeros_like(p) for name, p in params.items()}
     count = 0
-    for batch in data.own_batches():
-        x, y = inputs(batch)
-        if len(x) == 0:
-            continue
-        for name, g in per_sample(params, x, y).items():
-            omega[name] += magnitude(g).sum(0)
-        count += len(x)
+    with eval_mode(model):  # `inputs` may run the model too (EWC's sampled labels)
+        for batch in data.own_batches():
+            x, y = inputs(batch)
+            if len(x) == 0:
+                continue
+            for name, g in per_sample(params, x, y).items():
+                omega[name] += magnitude(g).sum(0)
+            count += len(x)
     return mean_over_processes(data, omega, count)
 
 

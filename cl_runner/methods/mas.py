@@ -59,19 +59,14 @@ class MAS(Regularized):
     def task_importance(self, model: nn.Module, data: TaskData) -> dict[str, torch.Tensor]:
         """Omega of the task just learnt, on its clean (undistorted) inputs, in eval mode:
         importance describes the trained network."""
-        was_training = model.training
-        model.eval()
         outputs = slice(data.task.offset, data.task.end) if self.output == "task" else slice(None)
 
         def squared_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # ||F(x)||_2^2, eq. 10
             return logits[:, outputs].pow(2).sum()
 
         if self.importance == "batch":
-            omega = batch_importance(model, data, squared_norm)
-        else:
-            omega = sample_importance(model, data, squared_norm, self.sample_chunk)
-        model.train(was_training)
-        return omega
+            return batch_importance(model, data, squared_norm)
+        return sample_importance(model, data, squared_norm, self.sample_chunk)
 
     def after_task(self, task: Task, model: nn.Module, memory, data: TaskData) -> None:
         old = self.penalty.omega
