@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def parameter_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters as they are now, by name, detached from later updates."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
 class QuadraticPenalty:
     def __init__(self):
         self.omega: dict[str, torch.Tensor] = {}
@@ -21,7 +26,7 @@ class QuadraticPenalty:
     def set(self, omega: dict[str, torch.Tensor], model: nn.Module) -> None:
         """New importances; the anchor becomes the parameters as they are now."""
         self.omega = omega
-        self.anchor = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.anchor = parameter_copy(model)
         self.constant, self.cache = 0.0, None
 
     @torch.no_grad()
@@ -30,7 +35,7 @@ class QuadraticPenalty:
         both anchors: O1 (t - a1)^2 + O2 (t - a2)^2 = (O1 + O2)(t - a)^2 + O1 O2 / (O1 + O2) (a1 - a2)^2
         with a = (O1 a1 + O2 a2) / (O1 + O2). Gradients are those of the separate penalties, the
         value too (the constant), at the memory of one."""
-        now = {name: p.detach().clone() for name, p in model.named_parameters() if name in omega}
+        now = {name: p for name, p in parameter_copy(model).items() if name in omega}
         if not self.omega:
             self.omega, self.anchor, self.constant, self.cache = omega, now, 0.0, None
             return

@@ -23,11 +23,8 @@ from torch import nn
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import TaskData, require
+from cl_runner.methods.penalty import parameter_copy
 from cl_runner.methods.regularized import Regularized
-
-
-def parameter_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 class SI(Regularized):
