@@ -1,5 +1,6 @@
 """The device's numeric and speed settings: which dtype `train.amp` autocasts to, cuDNN's
-algorithms, the memory format and the batch of forward passes outside training.
+algorithms, subnormals on the CPU, the memory format and the batch of forward passes outside
+training.
 
 bf16 needs no loss scaling and is native on GPUs of compute capability 8.0 and later (A100,
 H100, RTX 30xx on) and on CPUs with AVX-512 BF16 or AMX. V100, T4 and the RTX 20 series have no
@@ -53,14 +54,24 @@ def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """`train.deterministic`: cuDNN's deterministic algorithms, no autotuning, and PyTorch's
     deterministic kernels where they exist (warning where they do not), so a resumed GPU run
-    repeats the uninterrupted one; otherwise cuDNN autotunes for speed. Process-wide: only
-    train.py calls this."""
+    repeats the uninterrupted one; otherwise cuDNN autotunes for speed. On the CPU, subnormals
+    flush to zero. Process-wide: only train.py calls this."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cpu":
+        flush_subnormals()
+
+
+def flush_subnormals() -> None:
+    """Subnormal floats (magnitude below 1.2e-38) as zero on the CPU. x86 computes with them in
+    microcode, about 75x slower (a convolution over them here: 305 vs 4 ms), and DER's annealed
+    channel masks make them in every masked layer: its training ran 1.5x slower for that alone.
+    Only values that small change. GPUs run subnormals at full speed: nothing to do there."""
+    torch.set_flush_denormal(True)
 
 
 def select_device(device: torch.device) -> None:

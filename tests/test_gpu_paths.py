@@ -191,6 +191,19 @@ def test_deterministic_switch(monkeypatch):
         torch.use_deterministic_algorithms(False)
 
 
+def test_cpu_runs_flush_subnormals_to_zero():
+    """DER's masks make subnormals that x86 computes with ~75x slower; a CPU run treats them as 0."""
+    try:
+        torch.set_flush_denormal(False)  # an earlier runner in this process may have set it
+        subnormal = torch.tensor([1e-39])
+        assert (subnormal * 1.0).item() > 0
+        configure_backends(torch.device("cpu"), deterministic=False)
+        assert (subnormal * 1.0).item() == 0
+        assert (torch.tensor([1e-30]) * 1.0).item() == pytest.approx(1e-30)  # normal floats untouched
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_runner_builds_with_the_deterministic_switch(tmp_path):
     try:
         runner = build_runner(make_cfg(*TINY, "train.deterministic=true"), tmp_path)
