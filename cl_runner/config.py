@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cl_runner.data.schedule import class_order, task_sizes
 from cl_runner.errors import ConfigError
-from cl_runner.precision import forward_batch_size, prefers_channels_last
+from cl_runner.precision import evaluates_faster_in_nhwc, forward_batch_size, prefers_channels_last
 from cl_runner.settings import TrainSettings
 
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -201,6 +201,7 @@ def validate(cfg: DictConfig) -> tuple[TrainSettings, torch.device]:
         settings.eval_batch_size = forward_batch_size(device)
     if settings.channels_last == "auto":
         settings.channels_last = prefers_channels_last(device)
+    settings.eval_channels_last = settings.channels_last or evaluates_faster_in_nhwc(device)
     sequence = bool(_get(cfg, "sequence"))
     if settings.later_lr_factor == "auto":
         settings.later_lr_factor = 0.1 if sequence and not _get(cfg, "backbone.weights") else 1.0

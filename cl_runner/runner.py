@@ -194,7 +194,7 @@ class Runner:
                 self.model,
                 self.benchmark.test,
                 self.benchmark.tasks[: task.index + 1],
-                self.benchmark.augment.normalize,
+                self.evaluation_input,
                 self.settings.eval_batch_size,
                 self.ranks,
                 self.exemplar_means(task),
@@ -205,15 +205,21 @@ class Runner:
         classifier), for every method with a memory; none in a run with a multi-label task (VOC)."""
         if not len(self.memory) or any(t.multilabel for t in self.benchmark.tasks):
             return None
-        augment = self.benchmark.augment
         return class_means(
             self.model,
             self.memory.exemplars(),
-            augment.normalize,
+            self.evaluation_input,
             self.settings.eval_batch_size,
             task.end,
-            augment.flip,
+            self.benchmark.augment.flip,
         )
+
+    def evaluation_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation's normalised inputs, NHWC where `eval_channels_last` says that is faster.
+        Only what evaluation reports sees the layout; training, herding and recalibration read
+        `augment.normalize` and repeat exactly."""
+        x = self.benchmark.augment.normalize(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.settings.eval_channels_last else x
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""

@@ -19,6 +19,7 @@ class TrainSettings:
     eval_batch_size: int = 1024  # config "auto" is decided for the device by config.validate
     amp: bool = False
     channels_last: bool = False  # likewise "auto"
+    eval_channels_last: bool = False  # not a config key: config.validate decides it for the device
     compile: bool = False
     precise_bn: bool = True
     deterministic: bool = False

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -33,3 +34,7 @@ def test_protocol_bench_reports_every_phase_beside_the_pure_training_time(tmp_pa
     assert result["pure_training_s"] == pytest.approx(pure)
     assert result["wall_vs_pure_training"] == pytest.approx(result["wall_s"] / pure)
     assert "finetune" in proc.stdout and "ratio" in proc.stdout
+    from cl_runner.precision import evaluates_faster_in_nhwc  # the layout evaluation read, recorded
+
+    assert result["eval_channels_last"] is evaluates_faster_in_nhwc(torch.device("cpu"))
+    assert report["ceiling"]["forward_nhwc_images_per_s"] > 0

@@ -125,6 +125,20 @@ def test_channels_last_auto_picks_nhwc_where_it_is_faster(monkeypatch, kind, cap
     assert prefers_channels_last(torch.device(kind)) is expected
 
 
+@pytest.mark.parametrize(
+    "kind, cpu, channels_last, expected",
+    [("cpu", "AVX512", "false", True), ("cpu", "AVX2", "false", False), ("cpu", "AVX2", "true", True),
+     ("cuda", "AVX512", "false", False), ("cuda", "AVX512", "true", True)],
+)  # fmt: skip
+def test_evaluation_reads_nhwc_on_avx512_cpus_or_where_training_does(
+    monkeypatch, kind, cpu, channels_last, expected
+):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: cpu)
+    monkeypatch.setattr("cl_runner.config.resolve_device", lambda name: torch.device(kind))
+    settings, _ = validate(make_cfg(*TINY, f"train.channels_last={channels_last}"))
+    assert settings.eval_channels_last is expected
+
+
 def test_auto_switches_are_decided_for_the_device(monkeypatch):
     cfg = make_cfg(*TINY, "train.channels_last=auto")
     monkeypatch.setattr("cl_runner.config.prefers_channels_last", lambda device: True)

@@ -2,11 +2,13 @@
 it on reaches the same weights as without (bf16 autocast within its precision)."""
 
 import logging
+from contextlib import contextmanager
 
 import pytest
 import torch
 
 from cl_runner.compiled import compiled
+from cl_runner.runner import PhaseClock
 from cl_runner.train import build_runner, run
 
 from .conftest import TINY, make_cfg
@@ -56,6 +58,45 @@ def test_channels_last_feeds_nhwc_and_learns_the_same_weights(tmp_path):
     loss_nchw, grads_nchw = loss_and_grads(torch.contiguous_format)
     assert loss_nhwc == pytest.approx(loss_nchw, abs=1e-5)
     assert torch.allclose(grads_nhwc, grads_nchw, atol=1e-5)
+
+
+def test_only_evaluation_reads_nhwc_where_that_is_faster(tmp_path, monkeypatch):
+    """`eval_channels_last`: evaluation (and NME's class means) read NHWC; training,
+    recalibration and herding keep training's layout, so the run's weights and exemplars are
+    the NCHW run's, bit for bit, and its accuracies agree."""
+    phases, seen = [], []
+    clock_call = PhaseClock.__call__
+
+    @contextmanager
+    def tracked(clock, phase):
+        phases.append(phase)
+        with clock_call(clock, phase):
+            yield
+
+    monkeypatch.setattr(PhaseClock, "__call__", tracked)
+
+    def record(model, args):
+        seen.append((phases[-1], args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    switches = ("memory.size=20", "train.precise_bn=true")
+    runners = {}
+    for nhwc in (False, True):
+        runner = build_runner(make_cfg(*BASE, *switches), tmp_path / str(nhwc))
+        runner.settings.eval_channels_last = nhwc
+        if nhwc:
+            runner.model.register_forward_pre_hook(record)
+        runner.learn(runner.benchmark.tasks[0])
+        runners[nhwc] = runner
+    layouts = {phase: {cl for p, cl in seen if p == phase} for phase in phases}
+    assert layouts == {"train": {False}, "recalibrate": {False}, "memory": {False}, "after_task": set(),
+                       "evaluate": {True}, "checkpoint": set(), "log": set()}  # fmt: skip
+    nchw, nhwc = runners[False], runners[True]
+    for key, value in nchw.model.state_dict().items():
+        assert torch.equal(value, nhwc.model.state_dict()[key]), key
+    assert torch.equal(nchw.memory.indices(), nhwc.memory.indices())
+    step_nchw, step_nhwc = nchw.results.steps[0], nhwc.results.steps[0]
+    assert step_nhwc["seen_acc"] == pytest.approx(step_nchw["seen_acc"], abs=2.0)
+    assert step_nhwc["seen_acc_nme"] == pytest.approx(step_nchw["seen_acc_nme"], abs=2.0)
 
 
 def test_amp_runs_convolutions_in_bfloat16_and_stays_close(tmp_path):
