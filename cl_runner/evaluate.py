@@ -11,6 +11,7 @@ from cl_runner.data.images import ImageSet
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.metrics import mean_average_precision
+from cl_runner.modes import eval_mode
 from cl_runner.results import Evaluation
 
 
@@ -20,20 +21,16 @@ def forward_batches(
 ) -> Iterator:
     """The model's output `key` (eval mode, no distortion), batch after batch; a tuple of
     outputs where `key` is a tuple of keys."""
-    was_training = model.training
-    model.eval()
     # File-based images arrive on the CPU; in-memory ones are already where the model is.
     param = next(model.parameters(), None)
     device = param.device if param is not None else images.device
-    try:
+    with eval_mode(model):
         for batch in batches(images, batch_size, pin=device.type == "cuda"):
             out = model(normalize(batch.to(device, non_blocking=True)))
             if isinstance(key, tuple):
                 yield tuple(at_least_float32(out[k]) for k in key)
             else:
                 yield at_least_float32(out[key])
-    finally:
-        model.train(was_training)
 
 
 def forward_all(

@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cl_runner"
 
 # Plain helpers every layer may use.
-BASE = {"errors", "dicts", "paths", "rng", "settings", "atomic", "labels", "metrics", "instantiate"}
+BASE = {"errors", "dicts", "paths", "rng", "settings", "atomic", "labels", "metrics", "instantiate", "modes"}
 DEVICE = BASE | {"distributed", "precision", "compiled"}
 
 # module (or package) -> the cl_runner modules (or packages) it may import

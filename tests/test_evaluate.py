@@ -7,6 +7,7 @@ from torch import nn
 from cl_runner.data.images import ImageSet
 from cl_runner.data.schedule import Task
 from cl_runner.evaluate import evaluate
+from cl_runner.modes import eval_mode
 
 
 class FixedLogits(nn.Module):
@@ -76,3 +77,13 @@ def test_a_multilabel_task_scores_map_and_stays_out_of_the_pooled_accuracies():
     test = ImageSet(torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1), torch.tensor([0, 1, 2, 3]), marks)
     ev = evaluate(FixedLogits(table), test, tasks, lambda x: x.float(), batch_size=3)
     assert ev.old_acc == 100.0 and ev.new_acc == 50.0 and ev.seen_acc == 50.0
+
+
+def test_eval_mode_gives_the_model_its_own_mode_back_even_after_an_error():
+    model = nn.Sequential(nn.BatchNorm1d(2))
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(KeyboardInterrupt), eval_mode(model):
+            assert not model.training and not model[0].training
+            raise KeyboardInterrupt  # a Ctrl-C in evaluation or DER's balanced stage
+        assert model.training is training and model[0].training is training

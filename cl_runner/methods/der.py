@@ -29,6 +29,7 @@ from torch import nn
 
 from cl_runner.methods.base import Batch, Method, TaskData, require
 from cl_runner.models.expandable import ExpandableNet, MaskSettings
+from cl_runner.modes import eval_mode
 
 
 def mask_scale(index: int, count: int, s_max: float) -> float:
@@ -132,15 +133,13 @@ class DER(Method):
             classifier.parameters(), lr=self.balanced_lr, momentum=0.9, weight_decay=5e-4
         )
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.balanced_milestones, gamma=0.1)
-        was_training = model.training
-        model.eval()
-        for _ in range(self.balanced_epochs):
-            for batch in stage:
-                with torch.no_grad():
-                    features, _ = model.features(batch.view())
-                loss = F.cross_entropy(classifier(features) / self.balanced_temperature, batch.labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            schedule.step()
-        model.train(was_training)
+        with eval_mode(model):
+            for _ in range(self.balanced_epochs):
+                for batch in stage:
+                    with torch.no_grad():
+                        features, _ = model.features(batch.view())
+                    loss = F.cross_entropy(classifier(features) / self.balanced_temperature, batch.labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                schedule.step()

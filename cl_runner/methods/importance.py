@@ -2,14 +2,14 @@
 training data (MAS's Omega, EWC's Fisher; the same loops serve any such estimate). Importance
 describes the trained network, so both loops run it in eval mode and leave its mode as it was."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from cl_runner.data.batch import Batch, TaskData
+from cl_runner.modes import eval_mode
 
 # what to differentiate: the logits of one batch (or one sample) and their labels -> a scalar
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -19,16 +19,6 @@ Inputs = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
 
 def clean_inputs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return Batch.clean(batch), batch.labels
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def batch_importance(model: nn.Module, data: TaskData, objective: Objective) -> dict[str, torch.Tensor]:
