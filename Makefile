@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS  ?=
 
-.PHONY: run test test-fast lint clean
+.PHONY: run test test-fast golden lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(VENV)/.installed  ## every test, the slow end-to-end runs included
 
 test-fast: $(VENV)/.installed  ## skip the end-to-end runs marked slow (plain `pytest` does the same)
 	$(PY) -m pytest -q
+
+golden: $(VENV)/.installed  ## rerun the golden cases and print what moved; ARGS=--update rewrites tests/golden.json
+	$(PY) -m tests.golden $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check cl_runner tests scripts

@@ -126,3 +126,20 @@ def test_proximal_update_pulls_toward_the_anchor_and_the_path_takes_the_whole_st
     assert model.theta.item() == pytest.approx(want, rel=1e-6)
     gradient = 2 * (1.0 - 3.0)  # the task loss's, at theta = 1
     assert si.path["theta"].item() == pytest.approx(-gradient * (want - 1.0), rel=1e-6)
+
+
+def test_the_logged_surrogate_is_finite_when_a_path_integral_is_negative():
+    """A parameter the task loss pushed uphill has omega < 0, so Omega < 0 (eq. 5): the logged
+    value is still c's sum of Omega (theta - theta~)^2, not the NaN of a square root."""
+    from cl_runner.methods.penalty import QuadraticPenalty
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    penalty = QuadraticPenalty()
+    penalty.set({"weight": torch.tensor([[3.0, -0.5]])}, model)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[2.0, 4.0]]))
+    expected = 3.0 * 1.0**2 - 0.5 * 2.0**2  # 1.0
+    assert penalty.value(model).item() == pytest.approx(expected)
+    assert penalty(model).item() == pytest.approx(expected)

@@ -69,11 +69,13 @@ class QuadraticPenalty:
 
     @torch.no_grad()
     def value(self, model: nn.Module) -> torch.Tensor:
-        """The same value in a few multi-tensor kernels: sum of ||sqrt(Omega) (theta - theta*)||^2."""
+        """The same value in a few multi-tensor kernels. Omega may be negative (SI's path
+        integral of a parameter the task loss pushed uphill), so no sqrt(Omega) trick."""
         params, names = self.matched(model)
         diffs = torch._foreach_sub(params, [self.anchor[n] for n in names])
-        torch._foreach_mul_(diffs, [self.omega[n].sqrt() for n in names])
-        return torch.stack(torch._foreach_norm(diffs)).square().sum() + self.constant
+        torch._foreach_mul_(diffs, diffs)
+        torch._foreach_mul_(diffs, [self.omega[n] for n in names])
+        return torch.stack([d.sum() for d in diffs]).sum() + self.constant
 
     @torch.no_grad()
     def proximal_step(self, model: nn.Module, eta: float, lamb: float) -> None:
