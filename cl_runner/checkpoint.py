@@ -17,12 +17,10 @@ import torch
 
 from cl_runner import rng
 from cl_runner.atomic import replace_atomically, write_text
-from cl_runner.dicts import flatten
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError
 
 CHECKPOINT, POSITION = "checkpoint.pt", "checkpoint.json"
-NOT_COMPARED = ("resume", "logger", "checkpoint")  # may change between a run and its resumption
 
 
 @dataclass
@@ -76,18 +74,7 @@ def load(folder: Path, device: torch.device) -> dict:
         raise ConfigError(f"resume: {path} is unreadable ({type(error).__name__}: {error})") from None
 
 
-def check_same_config(saved: dict, current: dict) -> None:
-    """Resuming with another config would silently mix two experiments: name the keys that differ."""
-    old = {k: v for k, v in flatten(saved).items() if k.split(".")[0] not in NOT_COMPARED}
-    new = {k: v for k, v in flatten(current).items() if k.split(".")[0] not in NOT_COMPARED}
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        details = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {details}{more}")
-
-
-class Progress:
+class Checkpointer:
     """Where the run stands and how to continue it: the position in the schedule, the optimizer
     state and epoch order of a stage a resume continues mid-way, and when the next checkpoint
     is due. The runner says what happened (a task began, an epoch ended); this object keeps
@@ -111,18 +98,26 @@ class Progress:
     def begin_task(self, task: int, stage: str) -> None:
         self.position = Position(task, stage, fresh=False)
 
-    def continue_stage(self, stage: str, optimizer, scaler) -> tuple[int, torch.Tensor | None]:
+    def continue_stage(self, stage: str) -> tuple[int, torch.Tensor | None]:
         """The first epoch of `stage` to run and, when a resume continues inside an epoch, that
-        epoch's order; the optimizer and scaler get their saved state."""
+        epoch's order."""
         if self.position.stage != stage:
+            self.pending = None
             return 0, None
-        order = None
+        return self.position.epoch, (self.pending or {}).get("order")
+
+    @property
+    def pending_subset(self) -> torch.Tensor | None:
+        """A class-balanced stage's positions, when a resume continues inside that stage."""
+        return (self.pending or {}).get("subset")
+
+    def restore_optimizer(self, optimizer, scaler) -> None:
+        """A resume inside a stage: the optimizer and scaler as they were; then nothing is pending."""
         if self.pending is not None:
             optimizer.load_state_dict(self.pending["optimizer"])
             if self.pending.get("scaler"):
                 scaler.load_state_dict(self.pending["scaler"])
-            order, self.pending = self.pending["order"], None
-        return self.position.epoch, order
+            self.pending = None
 
     def begin_epoch(self, stage: str, epoch: int, continuing: bool) -> int:
         """The epoch's first batch: where the interrupted epoch stopped, else 0."""
@@ -152,9 +147,17 @@ class Progress:
             by_time = self.ranks.any(by_time if self.ranks.leader else False, self.device)
         return by_epoch or by_time
 
-    def save(self, state: dict, optimizer=None, scaler=None, order: torch.Tensor | None = None) -> None:
+    def save(
+        self,
+        state: dict,
+        optimizer=None,
+        scaler=None,
+        order: torch.Tensor | None = None,
+        subset: torch.Tensor | None = None,
+    ) -> None:
         """`state` (the run's parts) with the position; inside a stage also the optimizer,
-        scaler and, within an epoch, its order. Rank 0 writes; every rank restarts the clock."""
+        scaler, a class-balanced stage's subset and, within an epoch, its order. Rank 0
+        writes; every rank restarts the clock."""
         self.last_saved = time.monotonic()
         if not self.ranks.leader:
             return
@@ -167,6 +170,7 @@ class Progress:
                 "optimizer": optimizer.state_dict() if mid_stage else None,
                 "scaler": scaler.state_dict() if mid_stage and scaler.is_enabled() else None,
                 "order": order,
+                "subset": subset if mid_stage else None,
             },
         )
 
@@ -177,4 +181,5 @@ class Progress:
                 "optimizer": state["optimizer"],
                 "order": state["order"],
                 "scaler": state.get("scaler"),
+                "subset": state.get("subset"),  # none in checkpoints from before balanced stages ran here
             }

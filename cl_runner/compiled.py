@@ -1,5 +1,6 @@
-"""`train.compile`: the model compiled afresh for each task, read like the model by methods,
-and a warning when torch.compile gives up and runs eagerly.
+"""`train.compile`: the model's forward pass compiled afresh for each task (methods read the
+model itself; batches run the compiled graph), and a warning when torch.compile gives up and
+runs eagerly.
 
 Each task adds a head (DER: an extractor), and an eval-mode stage or a short last batch costs
 a recompile too. Kept across tasks, these pile up until dynamo's recompile limit (8 by default)
@@ -16,20 +17,6 @@ from torch import nn
 log = logging.getLogger("cl_runner")
 
 
-class Compiled:
-    """Calls run the compiled graph; attributes and parameter names are the model's own (no
-    `_orig_mod.` prefix), so a method looks up MAS's importance or DER's masks as usual."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.compiled = model, torch.compile(model)
-
-    def __call__(self, *args, **kwargs):
-        return self.compiled(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
-
-
 class _RecompileLimitWatch(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -42,16 +29,13 @@ class _RecompileLimitWatch(logging.Handler):
 
 
 @contextmanager
-def compiled(model: nn.Module, enabled: bool, task: int):
-    """The model to train this task: compiled with a fresh cache when `enabled`."""
-    if not enabled:
-        yield model
-        return
+def compiled(model: nn.Module, task: int):
+    """What runs the model's forward pass this task: compiled, with a fresh cache."""
     torch._dynamo.reset()
     watch, dynamo_log = _RecompileLimitWatch(), logging.getLogger("torch._dynamo")
     dynamo_log.addHandler(watch)
     try:
-        yield Compiled(model)
+        yield torch.compile(model)
     finally:
         dynamo_log.removeHandler(watch)
         if watch.hits:

@@ -2,8 +2,8 @@
 
 - Every rank holds the same data and the same seeded generator, so all draw the same epoch
   orders, crops and flips. Each global batch (`train.batch_size` images) is cut into one
-  contiguous block of rows per rank; random draws are made for the whole batch and each rank
-  keeps its rows.
+  contiguous block of images per rank (its shard); random draws are made for the whole batch and
+  each rank keeps its shard's.
 - BatchNorm normalises with the statistics of the whole global batch (`GlobalBatchNorm`, any
   backend, also gloo on the CPU where torch's SyncBatchNorm does not run).
 - Each rank's loss is weighted by its share of the batch (`Ranks.weight`), so the gradient
@@ -46,17 +46,17 @@ class Ranks:
         """Rank 0 writes the run folder, checkpoints and logs."""
         return self.rank == 0
 
-    def rows(self, total: int) -> slice:
-        """This rank's block of a global batch of `total` images (sizes differ by at most one)."""
-        size, extra = divmod(total, self.world)
+    def shard(self, global_size: int) -> slice:
+        """This rank's block of a global batch of `global_size` images (sizes differ by at most one)."""
+        size, extra = divmod(global_size, self.world)
         start = self.rank * size + min(self.rank, extra)
         return slice(start, start + size + (self.rank < extra))
 
-    def weight(self, total: int) -> float:
-        """world * n_rank / total: DDP averages the ranks' gradients, and a rank with n_rank of
-        the batch's images must count for n_rank / total of the batch-mean loss."""
-        rows = self.rows(total)
-        return self.world * (rows.stop - rows.start) / total
+    def weight(self, global_size: int) -> float:
+        """world * n_rank / global_size: DDP averages the ranks' gradients, and a rank with n_rank
+        of the batch's images must count for n_rank / global_size of the batch-mean loss."""
+        shard = self.shard(global_size)
+        return self.world * (shard.stop - shard.start) / global_size
 
     # -- collectives (no-ops for a single process) ---------------------------------------------
     def any(self, flag: bool, device: torch.device) -> bool:
@@ -131,7 +131,7 @@ class Ranks:
                 # A 1-channel input's first conv: its gradient's stride on the size-1 axis
                 # differs from the bucket's, which is harmless and would warn every task.
                 warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
-                yield Replicated(
+                yield DistributedDataParallel(
                     model,
                     device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=False,  # every trainable parameter takes part in each loss
@@ -160,21 +160,6 @@ def set_global_rng(state: dict, device: torch.device) -> None:
 
 
 SINGLE = Ranks()
-
-
-class Replicated(DistributedDataParallel):
-    """DDP that reads like the model it wraps, so a method handed it works as on the bare
-    model: attributes pass through (`model.masks`), parameter names carry no `module.` prefix
-    (MAS looks its importance up by name)."""
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.module, name)
-
-    def named_parameters(self, *args, **kwargs):
-        return self.module.named_parameters(*args, **kwargs)
 
 
 class GlobalSum(torch.autograd.Function):

@@ -86,9 +86,9 @@ def evaluate(
     of exemplars' accuracies too, from the same forward pass."""
     seen = tasks[-1].end
     keep = test.labels < seen
-    rows = ranks.rows(int(keep.sum()))
-    labels = test.labels[keep][rows]
-    images = test.images[keep][rows]
+    shard = ranks.shard(int(keep.sum()))
+    labels = test.labels[keep][shard]
+    images = test.images[keep][shard]
     if means is None:
         logits = forward_all(model, images, normalize, batch_size)[:, :seen]
     else:
@@ -101,7 +101,7 @@ def evaluate(
     task_of = torch.bucketize(labels, ends, right=True)
     single = ~torch.tensor([t.multilabel for t in tasks], device=dev)[task_of]
     precision = {
-        t.index: task_map(logits, test.targets[keep][rows], task_of, t, ranks) for t in tasks if t.multilabel
+        t.index: task_map(logits, test.targets[keep][shard], task_of, t, ranks) for t in tasks if t.multilabel
     }
 
     columns = torch.arange(seen, device=dev)

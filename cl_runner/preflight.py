@@ -1,22 +1,19 @@
-"""The command line around Hydra. `command_line` turns what the user typed into the arguments
-Hydra gets, once: `resume=PATH` expanded into the run's own overrides, a throw-away folder for
-the non-leading ranks of torchrun, and the mistakes Hydra would only find late or report in
-many lines checked first (a run folder that cannot be created, unknown config-group options,
-also inside sweeps, a missing launcher extra, an override that does not parse). `hydra_errors`
-turns what Hydra's single composition then refuses (`train.epochz=3`) into one line. Every
-such mistake is one line on stderr and exit code 2, instead of Hydra's report and exit code 1."""
+"""The command line before Hydra sees it: `resume=PATH` expanded into the run's own overrides,
+a throw-away folder for the non-leading ranks of torchrun, and the mistakes Hydra would find
+only late or report in many lines checked first: a run folder that cannot be created, config
+group options that do not exist (inside a sweep Hydra finds one only when its job starts, after
+the jobs before it ran), a missing launcher extra, an override that does not parse. Each raises
+a `ConfigError`, which `cl-run` prints as one line with exit code 2 like every other mistake."""
 
 import os
-import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
-from cl_runner.distributed import Ranks, from_environment
+from cl_runner.distributed import Ranks
+from cl_runner.errors import ConfigError
 
 # Launchers that come from optional extras of the package: the plugin module and the extra.
 LAUNCHER_EXTRAS = {
@@ -32,16 +29,11 @@ def check_launcher(name: str) -> None:
 
     module, extra = LAUNCHER_EXTRAS.get(name, (None, None))
     if module and importlib.util.find_spec(module) is None:
-        _fail(f"hydra/launcher={name} needs the {extra} extra: pip install 'cl_runner[{extra}]'")
+        raise ConfigError(f"hydra/launcher={name} needs the {extra} extra: pip install 'cl_runner[{extra}]'")
 
 
-def _fail(message: str) -> None:
-    if from_environment().leader:  # under torchrun every rank sees the same mistake
-        print(f"cl-run: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """An error's message in one line, its cause's first line beside it."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     cause = error.__cause__
     if cause is not None and str(cause).strip():
@@ -61,15 +53,16 @@ def check_output_folder(argv: list[str]) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        _fail(f"cannot create the run folder {target}: {existing} is not a folder")
+        raise ConfigError(f"cannot create the run folder {target}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        _fail(f"cannot create the run folder {target}: {existing} is not writable")
+        raise ConfigError(f"cannot create the run folder {target}: {existing} is not writable")
 
 
-FULL_ERROR = "CL_RUNNER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while Hydra's is forced on
+FULL_ERROR = "CL_RUNNER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept while cl-run forces Hydra's on
 
 
 def full_error() -> bool:
+    """The user asked for tracebacks (HYDRA_FULL_ERROR=1)."""
     return os.environ.get(FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
@@ -81,28 +74,6 @@ def command_line(argv: list[str], configs: Path, ranks: Ranks) -> list[str]:
     return torchrun_arguments(argv, ranks)
 
 
-@contextmanager
-def hydra_errors():
-    """Hydra's own errors (an override that does not compose) as one line and exit code 2; the
-    user's HYDRA_FULL_ERROR=1 still gives the traceback. Hydra is asked to raise rather than
-    print, so the error reaches this handler from the one composition there is."""
-    saved = {key: os.environ.get(key) for key in (FULL_ERROR, "HYDRA_FULL_ERROR")}
-    os.environ[FULL_ERROR] = "1" if full_error() else "0"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        yield
-    except (HydraException, OmegaConfBaseException) as error:
-        if full_error():
-            raise
-        _fail(_one_line(error))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def check_overrides(argv: list[str], configs: Path) -> None:
     check_output_folder(argv)
     args = [a for a in argv if "=" in a and not a.startswith("-")]
@@ -111,7 +82,7 @@ def check_overrides(argv: list[str], configs: Path) -> None:
         try:
             overrides += parser.parse_overrides([arg])
         except HydraException as error:
-            _fail(f"cannot parse '{arg}': {str(error).splitlines()[0]}")
+            raise ConfigError(f"cannot parse '{arg}': {str(error).splitlines()[0]}") from None
     for override in overrides:
         group = override.key_or_group.lstrip("+~")
         if group == "hydra/launcher" and not override.is_delete():
@@ -127,7 +98,7 @@ def check_overrides(argv: list[str], configs: Path) -> None:
         options = sorted(p.stem for p in folder.glob("*.yaml"))
         for value in values:
             if value != "null" and value not in options:
-                _fail(f"{group}={value} is unknown; choose from: {', '.join(options)}")
+                raise ConfigError(f"{group}={value} is unknown; choose from: {', '.join(options)}")
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -141,11 +112,11 @@ def resume_arguments(argv: list[str]) -> list[str]:
     if folder.lower() == "true":
         run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
         if not run_dirs:
-            _fail("resume=true needs the run folder: add hydra.run.dir=PATH, or use resume=PATH")
+            raise ConfigError("resume=true needs the run folder: add hydra.run.dir=PATH, or use resume=PATH")
         folder = run_dirs[-1]
     saved_file = Path(folder) / ".hydra" / "overrides.yaml"
     if not saved_file.is_file():
-        _fail(f"resume={folder}: not a cl-run run folder (no .hydra/overrides.yaml)")
+        raise ConfigError(f"resume={folder}: not a cl-run run folder (no .hydra/overrides.yaml)")
     import yaml
 
     saved = yaml.safe_load(saved_file.read_text()) or []
@@ -169,7 +140,9 @@ def torchrun_arguments(argv: list[str], ranks: Ranks) -> list[str]:
     if not ranks.active:
         return argv
     if "-m" in argv or "--multirun" in argv:
-        _fail("torchrun runs one experiment on several processes; run sweeps (-m) without torchrun")
+        raise ConfigError(
+            "torchrun runs one experiment on several processes; run sweeps (-m) without torchrun"
+        )
     if ranks.leader:
         return argv
     folder = tempfile.mkdtemp(prefix=f"{RANK_FOLDER_PREFIX}{ranks.rank}-")

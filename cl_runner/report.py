@@ -5,13 +5,12 @@ their config without the seed, and reports mean ± std over seeds (sample std, n
 incremental accuracy, last accuracy, forgetting and BWT, class-IL and task-IL, and the nearest
 mean of exemplars' average and last accuracy where runs had a memory. Rows come one table per
 protocol (data set and schedule), the methods within it: one paper table each. A preset that
-carries the paper's numbers (`paper: {avg_incremental_acc, last_acc, metric, per_step}`) adds a
-paper column and the difference, computed on top-5 accuracy where `metric: top5` (the ImageNet
-tables), and its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and
-MAS tables) adds each task's accuracy after the last task and its drop since it was learnt,
-beside the preset's `paper_by_method` row of the method run. Writes report.md, report.csv
-(report_tasks.csv) and report_curves.png; broken or unfinished runs are listed as skipped with
-the reason.
+has the paper's numbers in the registry (cl_runner/papers/) adds a paper column and the
+difference, computed on top-5 accuracy where the row's `metric: top5` (the ImageNet tables), and
+its per-step curve drawn dashed beside ours. A sequence of data sets (the LwF and MAS tables) adds
+each task's accuracy after the last task and its drop since it was learnt, beside the paper's.
+Writes report.md, report.csv (report_tasks.csv) and report_curves.png; broken or unfinished runs
+are listed as skipped with the reason.
 """
 
 import argparse
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from cl_runner.dicts import flatten
 from cl_runner.labels import KINDS, NME, method_label, protocol_label
+from cl_runner.papers import lookup
 
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
 NME_METRICS = ("avg_incremental_acc", "last_acc")  # iCaRL's classifier beside the network's (PyCIL)
@@ -51,10 +51,14 @@ class Group:
 
     @property
     def paper(self) -> dict:
-        """The preset's paper numbers: `paper`, or the row of the method run in `paper_by_method`."""
-        config = self.runs[0]["config"]
+        """The paper's row for these runs: looked up in the registry (cl_runner/papers/) by the
+        preset they were started from and their method; runs from before the registry carried
+        their own (`paper`, or the method's row in `paper_by_method`)."""
+        run = self.runs[0]
+        config, method = run["config"], run.get("choices", {}).get("method")
+        row = lookup((run.get("recipe") or {}).get("preset"), method, flatten(config))
         by_method = config.get("paper_by_method") or {}
-        return config.get("paper") or by_method.get(self.runs[0].get("choices", {}).get("method")) or {}
+        return row or config.get("paper") or by_method.get(method) or {}
 
     @property
     def sequence(self) -> list[str]:
@@ -196,7 +200,7 @@ def protocol(group: Group) -> tuple[str, ...]:
     return tuple(group.columns[c] for c in PROTOCOL)
 
 
-def rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
+def table_rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
     """One row per setting, grouped by protocol and sorted by method within it: each protocol's
     rows are one paper table. Nearest-mean-of-exemplars columns where a run had a memory."""
     header = ["method", "dataset", "backbone", "schedule", "differs", "seeds"]
@@ -235,7 +239,7 @@ def task_rows(groups: list[Group]) -> list[list[str]]:
 
 
 def sections(header: list[str], table: list[list[str]]) -> dict[str, list[list[str]]]:
-    """The rows of each protocol (data set and schedule), in the order of `rows`."""
+    """The rows of each protocol (data set and schedule), in the order of `table_rows`."""
     where = [header.index(c) for c in PROTOCOL]
     found: dict[str, list[list[str]]] = {}
     for row in table:
@@ -304,7 +308,7 @@ def plot_curves(groups: list[Group], path: Path) -> None:
 
 def report(paths: list[Path], out_dir: Path) -> tuple[list[Group], list[tuple[Path, str]]]:
     groups, skipped = group_runs(find_runs(paths))
-    header, table = rows(groups)
+    header, table = table_rows(groups)
     tasks = task_rows(groups)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown(header, table, skipped, tasks))
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, why in skipped:
             print(f"  skipped {path}: {why}", file=sys.stderr)
         return 2
-    header, table = rows(groups)
+    header, table = table_rows(groups)
     print_table(header, table, skipped, task_rows(groups))
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {out_dir / 'report_curves.png'}")
     return 0

@@ -28,18 +28,25 @@ class Evaluation:
 
 
 class Results:
-    def __init__(self, num_tasks: int, config: dict | None = None, choices: dict | None = None):
+    def __init__(
+        self,
+        num_tasks: int,
+        config: dict | None = None,
+        choices: dict | None = None,
+        recipe: dict | None = None,
+    ):
         self.num_tasks = num_tasks
         self.config = config or {}
         self.choices = choices or {}
-        self.rows: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
+        self.recipe = recipe or {}  # the recipe and preset files picked: every key they set, its value
+        self.matrices: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}  # kind -> rows of a[t][j]
         self.steps: list[dict] = []
 
     @property
     def kinds(self) -> tuple[str, ...]:
         """The accuracy matrices this run reports: class-IL and task-IL, and the nearest mean of
         exemplars where a memory is on."""
-        return KINDS + ((NME,) if self.rows.get(NME) else ())
+        return KINDS + ((NME,) if self.matrices.get(NME) else ())
 
     @property
     def finished(self) -> bool:
@@ -47,12 +54,12 @@ class Results:
 
     def add(self, task: Task, evaluation: Evaluation, **measures) -> None:
         """Record one step: its evaluation plus plain measures (params, train_seconds, ...)."""
-        self.rows["class_il"].append(evaluation.class_il)
-        self.rows["task_il"].append(evaluation.task_il)
+        self.matrices["class_il"].append(evaluation.class_il)
+        self.matrices["task_il"].append(evaluation.task_il)
         if evaluation.nme is not None:
-            self.rows.setdefault(NME, []).append(evaluation.nme)
+            self.matrices.setdefault(NME, []).append(evaluation.nme)
         t = len(self.steps)
-        forgetting = {kind: forgetting_per_task(self.rows[kind], t) for kind in self.kinds}
+        forgetting = {kind: forgetting_per_task(self.matrices[kind], t) for kind in self.kinds}
         nme = {}
         if evaluation.nme is not None:  # new keys only: the contract's other keys stay as they are
             seen_key, forgetting_key = STEP_KEYS[NME]
@@ -76,7 +83,7 @@ class Results:
 
     def matrix(self, kind: str) -> list[list[float | None]]:
         """Rows so far, each padded with None to the full number of tasks."""
-        return [row + [None] * (self.num_tasks - len(row)) for row in self.rows.get(kind, [])]
+        return [row + [None] * (self.num_tasks - len(row)) for row in self.matrices.get(kind, [])]
 
     def seen(self, kind: str) -> list[float]:
         return [step[STEP_KEYS[kind][0]] for step in self.steps]
@@ -84,27 +91,30 @@ class Results:
     def final_per_task(self, kind: str) -> list[dict]:
         """Each task's accuracy after the last step and its drop since the step that learnt it
         (the LwF and MAS papers' numbers; negative: forgotten)."""
-        if not self.rows[kind]:
+        if not self.matrices[kind]:
             return []
-        last = self.rows[kind][-1]
+        last = self.matrices[kind][-1]
         return [
-            {"name": step["name"], "acc": last[j], "drop": last[j] - self.rows[kind][j][j]}
+            {"name": step["name"], "acc": last[j], "drop": last[j] - self.matrices[kind][j][j]}
             for j, step in enumerate(self.steps[: len(last)])
         ]
 
     def summary(self) -> dict[str, dict]:
-        return {kind: summarize(self.rows[kind], self.seen(kind)) for kind in self.kinds}
+        return {kind: summarize(self.matrices[kind], self.seen(kind)) for kind in self.kinds}
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "steps": self.steps}
+        return {"matrices": self.matrices, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows, self.steps = state["rows"], state["steps"]
+        # checkpoints written before the name changed call the matrices "rows"
+        self.matrices = state["matrices"] if "matrices" in state else state["rows"]
+        self.steps = state["steps"]
 
     def to_dict(self) -> dict:
         return {
             "config": self.config,
             "choices": self.choices,
+            "recipe": self.recipe,
             "finished": self.finished,
             "accuracy_matrix": {kind: self.matrix(kind) for kind in self.kinds},
             "summary": self.summary(),

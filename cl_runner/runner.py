@@ -9,27 +9,27 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from cl_runner import checkpoint
 from cl_runner.batchnorm import recalibrate
 from cl_runner.compiled import compiled
-from cl_runner.data.batch import TaskData
+from cl_runner.data.batch import TaskData, balanced_subset
 from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
 from cl_runner.evaluate import class_means, evaluate, forward_batches
-from cl_runner.methods.base import AddOn, Method
+from cl_runner.methods.base import AddOn, Method, Stage
+from cl_runner.models.continual import ContinualNet
 from cl_runner.precision import autocast_dtype, needs_grad_scaler
 from cl_runner.results import Results
-from cl_runner.settings import TrainSettings, lr_factor
+from cl_runner.settings import Schedule, TrainSettings
 
 log = logging.getLogger("cl_runner")
 
@@ -95,16 +95,10 @@ class PhaseClock:
         return sum(self.seconds.get(phase, 0.0) for phase in phases)
 
 
-@dataclass
-class Stage:
-    name: str  # "head": the new head alone, the rest frozen and in eval mode | "main"
-    epochs: int
-
-
 class Runner:
     def __init__(
         self,
-        model: nn.Module,
+        model: ContinualNet,
         method: Method,
         memory: ExemplarMemory,
         benchmark: Benchmark,
@@ -112,24 +106,32 @@ class Runner:
         device: torch.device,
         results: Results,
         logger,
-        progress: checkpoint.Progress,
+        checkpointer: checkpoint.Checkpointer,
         ranks: Ranks = SINGLE,
         addons: Sequence[AddOn] = (),
+        pretrained_head: dict | None = None,
     ):
+        """`pretrained_head`: the weights' classifier (a Linear's state dict), the head of a
+        pretrained first task."""
         self.model, self.method, self.memory, self.addons = model, method, memory, list(addons)
         self.benchmark, self.settings, self.device, self.ranks = benchmark, settings, device, ranks
-        self.results, self.logger, self.progress = results, logger, progress
+        self.results, self.logger, self.checkpointer = results, logger, checkpointer
+        self.pretrained_head = pretrained_head
         self.amp_dtype = autocast_dtype(device) if settings.amp else None
         if settings.amp and self.amp_dtype is None:
             log.warning("train.amp: this CPU has no native bf16 (it would be slower); training in float32")
         self.signal: int | None = None
         self.interruptible = False  # a stop signal raises StopRequested where the work is
+        self.subset: torch.Tensor | None = None  # a class-balanced stage's positions in the task's data
+        # the exemplars the task's training data holds: the memory as it was when the task began
+        self.task_exemplars: torch.Tensor | None = None
 
     # -- the schedule --------------------------------------------------------------------------
     def run(self) -> Results:
+        self.logger.run_start(self.results)
         handlers = self.catch_signals()
         try:
-            for task in self.benchmark.tasks[self.progress.position.task :]:
+            for task in self.benchmark.tasks[self.checkpointer.position.task :]:
                 self.learn(task)
         finally:
             for signum, handler in handlers.items():
@@ -137,49 +139,75 @@ class Runner:
         return self.results
 
     def learn(self, task: Task) -> None:
-        if self.progress.position.fresh:
+        """The task's stages, the work after training (BatchNorm statistics, exemplars, the
+        method's after-task work), the stages that follow it, evaluation, checkpoint, logs."""
+        if self.checkpointer.position.fresh or self.task_exemplars is None:
+            self.task_exemplars = self.memory.indices().to(self.device)  # before this task's update
+        data = self.training_data(task)
+        stages = self.stages(task, data)
+        if self.checkpointer.position.fresh:
             self.model.add_head(task.size)
             if task.pretrained:  # the weights' own classifier; the task is not trained
-                self.model.load_pretrained_head()
+                self.model.load_pretrained_head(self.pretrained_head)
             self.method.before_task(task, self.model, self.memory)
-            self.progress.begin_task(task.index, self.stages(task)[0].name)
-        data = self.training_data(task)
+            self.checkpointer.begin_task(task.index, stages[0].name)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         clock = PhaseClock(self.device)
-        with clock("train"):
-            self.train(task, data)
-        # One process: a stop during the work below abandons it and checkpoints the state
-        # training ended in (copied to host memory: no second copy of the weights on the
-        # device). Several processes finish the work and stop together, so need no copy.
-        trained = None if self.ranks.active else host_copy(self.state())
-        try:
-            with self.stop_at_once():
-                evaluation = self.after_training(task, data, clock)
-        except StopRequested as stop:
-            self.progress.save(trained)
-            raise Interrupted(stop.signum, self.progress.folder) from None
+        training = [stage for stage in stages if not stage.after_task]
+        later = stages[len(training) :]
+        at = [stage.name for stage in stages].index(self.checkpointer.position.stage)
+        if at < len(training):
+            with clock("train"):
+                for stage in training[at:]:
+                    self.run_stage(task, data, stage)
+            if not later:  # the work after training and the evaluation: one unit to abandon
+                evaluation = self.abandoned_on_stop(
+                    lambda: self.after_training(task, data, clock, evaluate=True)
+                )
+            else:
+                self.abandoned_on_stop(lambda: self.after_training(task, data, clock))
+        for stage in later[max(at - len(training), 0) :]:
+            with clock(stage.name):
+                self.run_stage(task, data, stage)
+        if later:
+            if self.ranks.active:
+                self.adopt_leader_state()
+            evaluation = self.abandoned_on_stop(lambda: self.evaluate(task, clock))
+        work = ("train", "recalibrate", "memory", "after_task", *(stage.name for stage in later))
         self.results.add(
             task,
             evaluation,
             **self.model.param_counts(),
-            train_seconds=clock.total("train", "recalibrate", "memory", "after_task"),
+            train_seconds=clock.total(*work),
             train_images=data.num_images,
             memory_size=len(self.memory),
             peak_memory_mb=peak_memory_mb(self.device),
             phase_seconds=clock.seconds,  # checkpoint and log are added as they end
         )
-        self.progress.end_task()
+        self.checkpointer.end_task()
         with clock("checkpoint"):
             self.save()
         with clock("log"):
             self.logger.task_end(self.results)
         last = task.index == len(self.benchmark.tasks) - 1
         if not last and self.ranks.any(self.signal is not None, self.device):  # arrived while saving
-            raise Interrupted(self.signal or signal.SIGTERM, self.progress.folder)
+            raise Interrupted(self.signal or signal.SIGTERM, self.checkpointer.folder)
 
-    def after_training(self, task: Task, data: TaskData, clock: "PhaseClock"):
-        """BatchNorm statistics, exemplars, the method's own after-task work, then evaluation."""
+    def abandoned_on_stop(self, work):
+        """`work()`, which one process abandons at a stop signal: the checkpoint then holds the
+        state before it (copied to host memory: no second copy of the weights on the device),
+        and a resume does the work again. Several processes finish it and stop together."""
+        before = None if self.ranks.active else host_copy(self.state())
+        try:
+            with self.stop_at_once():
+                return work()
+        except StopRequested as stop:
+            self.checkpointer.save(before)
+            raise Interrupted(stop.signum, self.checkpointer.folder) from None
+
+    def after_training(self, task: Task, data: TaskData, clock: "PhaseClock", evaluate: bool = False):
+        """BatchNorm statistics, exemplars, the method's own after-task work (then evaluation)."""
         with clock("recalibrate"), self.autocast():
             if self.settings.precise_bn and not task.pretrained and not self.fixed_batchnorms(task):
                 recalibrate(self.model, data.own_views(), self.ranks)
@@ -189,6 +217,9 @@ class Runner:
             self.method.after_task(task, self.model, self.memory, data)
             if self.ranks.active:
                 self.adopt_leader_state()
+        return self.evaluate(task, clock) if evaluate else None
+
+    def evaluate(self, task: Task, clock: "PhaseClock"):
         with clock("evaluate"), self.autocast():
             return evaluate(
                 self.model,
@@ -207,7 +238,7 @@ class Runner:
             return None
         return class_means(
             self.model,
-            self.memory.exemplars(),
+            self.memory.exemplars(self.benchmark.train),
             self.evaluation_input,
             self.settings.eval_batch_size,
             task.end,
@@ -223,10 +254,11 @@ class Runner:
 
     def training_data(self, task: Task) -> TaskData:
         """The task's own classes (all seen classes for joint) plus exemplars of the others."""
+        exemplars = self.task_exemplars
         return self.benchmark.training_data(
             task,
             self.method.training_classes(task),
-            self.memory.indices().to(self.device),
+            self.memory.indices().to(self.device) if exemplars is None else exemplars,
             self.settings.batch_size,
             max([1] + [addon.views for addon in self.addons]),
             self.ranks,
@@ -261,28 +293,33 @@ class Runner:
         evaluation) in the device's reduced precision; the method's own after-task work in float32."""
         return torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def stages(self, task: Task) -> list[Stage]:
-        """The method's head-only epochs if it asks for them (not on the first task), then the
-        main stage; none on a pretrained task."""
+    def stages(self, task: Task, data: TaskData) -> list[Stage]:
+        """The method's stages for the task; none on a pretrained task."""
         if task.pretrained:
-            return [Stage("main", 0)]
-        head = self.method.head_epochs if task.index > 0 else 0
-        return ([Stage("head", head)] if head else []) + [Stage("main", self.settings.epochs)]
+            return [Stage("main", epochs=0)]
+        return self.method.stages(task, data.rehearsal)
 
-    def train(self, task: Task, data: TaskData) -> None:
-        s = self.settings
-        if s.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        stages = self.stages(task)
-        self.logger.task_start(task, sum(stage.epochs for stage in stages), len(data))
-        names = [stage.name for stage in stages]
-        for stage in stages[names.index(self.progress.position.stage) :]:
-            with (
-                self.stage_parameters(task, data, stage) as params,
-                self.ranks.replicate(self.model, self.device) as replica,
-                compiled(replica, s.compile, task.index) as model,
-            ):
-                self.run_stage(task, data, model, params, stage)
+    def schedule(self, task: Task, stage: Stage) -> Schedule:
+        """The stage's optimisation: its own values, the rest from the training schedule (the
+        first learnt task's own where it has one), at the method's and later tasks' rate."""
+        base = self.settings.schedule(first=not self.later(task))
+        lr = stage.lr
+        if lr is None:
+            lr = base.lr * self.method.lr_scale * (self.settings.later_lr_factor if self.later(task) else 1.0)
+        own = {
+            "scheduler": "multistep",
+            "milestones": stage.milestones,
+            "gamma": stage.gamma,
+            "warmup_epochs": 0,
+        }
+        return replace(
+            base,
+            **(own if stage.milestones is not None else {}),
+            epochs=base.epochs if stage.epochs is None else stage.epochs,
+            lr=lr,
+            momentum=base.momentum if stage.momentum is None else stage.momentum,
+            weight_decay=base.weight_decay if stage.weight_decay is None else stage.weight_decay,
+        )
 
     def later(self, task: Task) -> bool:
         """Whether `task` comes after the first task learnt here (`later_lr_factor`, `fix_bn`)."""
@@ -290,13 +327,11 @@ class Runner:
         return task.index > first_learnt
 
     def fixed_batchnorms(self, task: Task) -> list[nn.Module]:
-        """`fix_bn`: after the first learnt task, the shared extractor's BatchNorm layers keep
-        their statistics. A network without one shared extractor (DER: one per task, the old
-        ones frozen anyway) has none to fix: a new extractor must learn its own."""
-        shared = getattr(self.model, "backbone", None)
-        if not (self.settings.fix_bn and self.later(task)) or shared is None:
+        """`fix_bn`: after the first learnt task, the BatchNorm layers every task shares keep
+        their statistics (DER's network shares none: a new extractor must learn its own)."""
+        if not (self.settings.fix_bn and self.later(task)):
             return []
-        return [m for m in shared.modules() if isinstance(m, _BatchNorm)]
+        return self.model.shared_batchnorms()
 
     def fixed_heads(self, task: Task, data: TaskData) -> list[torch.Tensor]:
         """In a sequence of data sets, earlier tasks' heads stay as they were learnt (the LwF
@@ -304,14 +339,14 @@ class Runner:
         loss reaches them: the method distils them (LwF), or covers all seen classes."""
         if task.name is None or self.method.trains_old_heads or self.method.all_logits or data.rehearsal:
             return []
-        return [p for head in list(self.model.heads)[:-1] for p in head.parameters()]
+        return self.model.old_head_parameters()
 
     @contextmanager
     def stage_parameters(self, task: Task, data: TaskData, stage: Stage):
-        """The stage's trainable parameters, in the stage's mode. The head stage runs the network
-        in eval mode and freezes all but the new head (requires_grad off), so no gradient flows
-        back through the extractor, nor is all-reduced for it."""
-        if stage.name != "head":
+        """The stage's trainable parameters, in the stage's mode. A stage that trains the head or
+        the classifier alone runs the network in eval mode and freezes the rest (requires_grad
+        off), so no gradient flows back through the extractor, nor is all-reduced for it."""
+        if stage.trains == "all":
             self.model.train()
             for m in self.fixed_batchnorms(task):
                 m.eval()
@@ -319,72 +354,123 @@ class Runner:
             yield [p for p in self.model.parameters() if p.requires_grad and not any(p is f for f in fixed)]
             return
         self.model.eval()
-        head = list(self.model.heads[-1].parameters())
-        frozen = [p for p in self.model.parameters() if p.requires_grad and not any(p is h for h in head)]
+        trained = (
+            self.model.head_parameters() if stage.trains == "head" else self.model.classifier_parameters()
+        )
+        frozen = [p for p in self.model.parameters() if p.requires_grad and not any(p is t for t in trained)]
         for p in frozen:
             p.requires_grad_(False)
         try:
-            yield head
+            yield trained
         finally:
             for p in frozen:
                 p.requires_grad_(True)
 
-    def run_stage(self, task: Task, data: TaskData, model, params: list, stage: Stage) -> None:
-        s = self.settings
-        lr = s.lr * self.method.lr_scale * (s.later_lr_factor if self.later(task) else 1.0)
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
-        scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
-        first_epoch, order = self.progress.continue_stage(stage.name, optimizer, scaler)
-        for epoch in range(first_epoch, stage.epochs):
-            start_batch = self.progress.begin_epoch(stage.name, epoch, continuing=order is not None)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_factor(s, epoch)
-            if stage.name == "main" and start_batch == 0:  # not again when resuming inside the epoch
-                self.method.epoch_start(epoch, self.model, data)
-            started = time.perf_counter()
-            sums = self.run_epoch(data.epoch(order, start_batch, self.ranks), model, optimizer, scaler, data)
-            order = None
-            stats = {name: float(total) / len(data) for name, total in sums.items()}
-            stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
-            stats["lr"] = optimizer.param_groups[0]["lr"]
-            self.logger.epoch_end(task, epoch, stats)
-            self.progress.end_epoch()
-            if self.progress.due():
-                self.save(optimizer, scaler)
+    def stage_data(self, data: TaskData, stage: Stage) -> TaskData:
+        """What the stage trains on: the task's data, or a class-balanced subset of it (drawn
+        when the stage begins, kept in the checkpoint while it runs)."""
+        if stage.data == "task":
+            self.subset = None
+            return data
+        if self.checkpointer.pending_subset is not None:  # a resume inside the stage
+            self.subset = self.checkpointer.pending_subset.to(self.device)
+        else:
+            self.subset = balanced_subset(data.labels, data.generator)
+        return data.subset(self.subset, stage.batch_size or self.settings.batch_size)
 
-    def run_epoch(self, batches, model, optimizer, scaler, data: TaskData) -> dict[str, torch.Tensor]:
+    def run_stage(self, task: Task, data: TaskData, stage: Stage) -> None:
+        """One stage: its optimizer and schedule, every epoch, checkpoints as they fall due. A
+        stage with its own loss runs on every process alike (no gradient exchange); the main
+        and head stages run through the network's DDP replica and compiled form."""
+        schedule = self.schedule(task, stage)
+        first_epoch, order = self.checkpointer.continue_stage(stage.name)
+        if first_epoch >= schedule.epochs:
+            return
+        data = self.stage_data(data, stage)
+        if first_epoch == 0 and order is None:
+            self.method.stage_start(stage, self.model, data)
+        if self.settings.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        local = stage.loss is not None
+        self.logger.stage_start(task, stage.name, schedule.epochs, len(data))
+        with self.stage_parameters(task, data, stage) as params, self.forward_pass(task, local) as network:
+            optimizer = torch.optim.SGD(
+                params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+            )
+            # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
+            scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
+            self.checkpointer.restore_optimizer(optimizer, scaler)
+            ranks = SINGLE if local else self.ranks
+            for epoch in range(first_epoch, schedule.epochs):
+                start_batch = self.checkpointer.begin_epoch(stage.name, epoch, continuing=order is not None)
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.lr_at(epoch)
+                if stage.name == "main" and start_batch == 0:  # not again when resuming inside the epoch
+                    self.method.epoch_start(epoch, self.model, data)
+                started = time.perf_counter()
+                batches = data.epoch(order, start_batch, ranks, network)
+                sums = self.run_epoch(batches, stage, optimizer, scaler, data, ranks)
+                order = None
+                stats = {name: float(total) / len(data) for name, total in sums.items()}
+                stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
+                stats["lr"] = optimizer.param_groups[0]["lr"]
+                self.logger.epoch_end(task, epoch, stats)
+                self.checkpointer.end_epoch()
+                if self.checkpointer.due():
+                    self.save(optimizer, scaler)
+        self.subset = None
+
+    @contextmanager
+    def forward_pass(self, task: Task, local: bool):
+        """What runs the model's forward pass in a stage: the model itself in a stage every
+        process runs alike (`local`); else its DDP replica, compiled with `train.compile`."""
+        if local:
+            yield self.model
+            return
+        with self.ranks.replicate(self.model, self.device) as replica:
+            if not self.settings.compile:
+                yield replica
+                return
+            with compiled(replica, task.index) as network:
+                yield network
+
+    def run_epoch(self, batches, stage: Stage, optimizer, scaler, data: TaskData, ranks: Ranks) -> dict:
         """One pass over the batches; the sums of the loss and its parts, averaged over processes.
         Sums and the non-finite check stay on the device, read once per epoch: no per-batch sync."""
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, device=self.device)
         for batch in batches:
             with self.autocast():
-                loss, parts = self.method.training_loss(batch, model)
-                for addon in self.addons:
-                    loss, parts = addon.training_loss(loss, parts, batch, model, self.method)
+                if stage.loss is not None:
+                    loss, parts = stage.loss(batch, self.model)
+                else:
+                    loss, parts = self.method.training_loss(batch, self.model)
+                    for addon in self.addons:
+                        loss, parts = addon.training_loss(loss, parts, batch, self.model, self.method)
             bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad, torch.full_like(first_bad, batch.index), first_bad)
             optimizer.zero_grad(set_to_none=True)
             # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
-            scaler.scale(loss * self.ranks.weight(batch.size)).backward()
+            scaler.scale(loss * ranks.weight(batch.size)).backward()
             scaler.step(optimizer)
             scaler.update()
-            group = optimizer.param_groups[0]
-            self.method.after_step(self.model, group["lr"], group["momentum"])
+            if stage.loss is None:
+                group = optimizer.param_groups[0]
+                self.method.after_step(self.model, group["lr"], group["momentum"])
             for name, value in {"loss": loss.detach(), **parts}.items():
                 sums[name] = sums.get(name, 0) + value.float()
             self.logger.batch_end()
             if self.stop_requested(batch.index, batch.count):  # all ranks stop at one batch
-                self.progress.stopped_after(batch.index)
+                self.checkpointer.stopped_after(batch.index)
                 self.save(optimizer, scaler, order=data.loader.order)
-                raise Interrupted(self.signal or signal.SIGTERM, self.progress.folder)
+                raise Interrupted(self.signal or signal.SIGTERM, self.checkpointer.folder)
         sums, bad_batch = self.ranks.mean(sums), int(self.ranks.max(first_bad))
         if bad_batch >= 0:
-            p = self.progress.position
+            p = self.checkpointer.position
+            where = "" if p.stage == "main" else f"{p.stage} stage "
             raise NonFiniteLossError(
-                f"loss is not finite at task {p.task}, {'head-only ' if p.stage == 'head' else ''}"
-                f"epoch {p.epoch + 1}, batch {bad_batch + 1} (lower train.lr or check the data)"
+                f"loss is not finite at task {p.task}, {where}epoch {p.epoch + 1}, batch {bad_batch + 1} "
+                "(lower train.lr or check the data)"
             )
         return sums
 
@@ -400,9 +486,9 @@ class Runner:
         return self.ranks.any(self.signal is not None, self.device)
 
     def catch_signals(self) -> dict:
-        """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): in training, finish the batch, checkpoint,
-        stop; in the work after training (one process), stop at once and checkpoint the state
-        training ended in; a second signal stops at once, leaving the last checkpoint."""
+        """SIGINT/SIGTERM (Ctrl-C, SLURM preemption): in a stage, finish the batch, checkpoint,
+        stop; in the work between stages (one process), stop at once and checkpoint the state
+        before it; a second signal stops at once, leaving the last checkpoint."""
 
         def request_stop(signum, frame):
             if self.signal is not None:
@@ -439,20 +525,23 @@ class Runner:
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "memory": self.memory.state_dict(),
+            "task_exemplars": self.task_exemplars,
             "results": self.results.state_dict(),
             "rng": checkpoint.rng_state(self.benchmark.generator),
         }
 
     def save(self, optimizer=None, scaler=None, order: torch.Tensor | None = None) -> None:
-        self.progress.save(self.state(), optimizer, scaler, order)
+        self.checkpointer.save(self.state(), optimizer, scaler, order, self.subset)
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint written by `save`."""
         for task, size in zip(self.benchmark.tasks, state["task_sizes"], strict=False):  # the tasks begun
             self.model.add_head(size)
             if task.pretrained:
-                self.model.load_pretrained_head()
+                self.model.load_pretrained_head(self.pretrained_head)
         self.load_learner(state)
+        exemplars = state.get("task_exemplars")  # none in checkpoints from before stages ran after the update
+        self.task_exemplars = None if exemplars is None else exemplars.to(self.device)
         self.results.load_state_dict(state["results"])
         checkpoint.set_rng_state(state["rng"], self.benchmark.generator)
-        self.progress.restore(state)
+        self.checkpointer.restore(state)

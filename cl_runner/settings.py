@@ -1,8 +1,51 @@
-"""The training loop's plain settings and the learning-rate schedule they describe. Plain
+"""The training loop's plain settings and the learning-rate schedules they describe. Plain
 values only: validating a config imports this, not the loop."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one stage of a task is optimised: SGD with momentum and weight decay, and the
+    learning rate over its epochs."""
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "multistep"  # multistep | cosine | constant
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * self.lr_factor(epoch)
+
+    def lr_factor(self, epoch: int) -> float:
+        """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule,
+        which counts its epochs from the end of the warm-up: milestones [100, 120] after 10 warm-up
+        epochs drop the rate at epochs 110 and 130, as DER's official GradualWarmupScheduler does."""
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / self.warmup_epochs
+        after = epoch - self.warmup_epochs
+        if self.scheduler == "multistep":
+            return self.gamma ** sum(after >= m for m in self.milestones)
+        if self.scheduler == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1)
+            return 0.5 * (1 + math.cos(math.pi * after / span))
+        return 1.0
+
+
+@dataclass(frozen=True)
+class FirstTask:
+    """The first learnt task's own schedule (PyCIL's, UCIR's and PODNet's recipes train it
+    longer or with another weight decay); each value left None is the main schedule's."""
+
+    epochs: int | None = None
+    lr: float | None = None
+    milestones: tuple[int, ...] | None = None
+    weight_decay: float | None = None
 
 
 @dataclass
@@ -16,6 +59,7 @@ class TrainSettings:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: int = 0
+    first_task: FirstTask = field(default_factory=FirstTask)
     eval_batch_size: int = 1024  # config "auto" is decided for the device by config.validate
     amp: bool = False
     channels_last: bool = False  # likewise "auto"
@@ -27,17 +71,19 @@ class TrainSettings:
     later_lr_factor: float = 1.0  # the learning rate of later tasks is lr times this
     fix_bn: bool = False  # BatchNorm statistics stay as the first learnt task left them
 
-
-def lr_factor(s: TrainSettings, epoch: int) -> float:
-    """Linear warm-up over `warmup_epochs`, then the multistep, cosine or constant schedule,
-    which counts its epochs from the end of the warm-up: milestones [100, 120] after 10 warm-up
-    epochs drop the rate at epochs 110 and 130, as DER's official GradualWarmupScheduler does."""
-    if epoch < s.warmup_epochs:
-        return (epoch + 1) / s.warmup_epochs
-    after = epoch - s.warmup_epochs
-    if s.scheduler == "multistep":
-        return s.gamma ** sum(after >= m for m in s.milestones)
-    if s.scheduler == "cosine":
-        span = max(s.epochs - s.warmup_epochs, 1)
-        return 0.5 * (1 + math.cos(math.pi * after / span))
-    return 1.0
+    def schedule(self, first: bool = False) -> Schedule:
+        """The main stage's schedule; the first learnt task's own values where it has them."""
+        main = Schedule(
+            self.epochs,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.scheduler,
+            tuple(self.milestones),
+            self.gamma,
+            self.warmup_epochs,
+        )
+        if not first:
+            return main
+        own = {k: v for k, v in vars(self.first_task).items() if v is not None}
+        return replace(main, **{k: tuple(v) if k == "milestones" else v for k, v in own.items()})

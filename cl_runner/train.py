@@ -1,4 +1,4 @@
-"""`cl-run`: compose the config with Hydra, then run one class-incremental experiment.
+"""`cl-run`: compose the config with Hydra, read it into a run spec, build, fit, return the metric.
 
 `main()` is the thin Hydra entry point; `run(cfg, out_dir)` does the work from plain values and
 is what tests call. Nothing below this module reads Hydra's global state.
@@ -10,21 +10,24 @@ import random
 import shutil
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cl_runner import checkpoint, distributed
-from cl_runner.config import expand_sequence, run_choices, validate
 from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.build import Form, load_sequence, load_splits
 from cl_runner.data.images import Splits
 from cl_runner.data.loader import Augment
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task, make_schedule
+from cl_runner.data.sequence import grey_to_rgb
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import ConfigError, UserError
 from cl_runner.instantiate import build
@@ -35,9 +38,10 @@ from cl_runner.loggers.plots import PlotLogger
 from cl_runner.models.weights import IMAGENET_MEAN, IMAGENET_STD
 from cl_runner.paths import config_dir
 from cl_runner.precision import configure_backends, select_device
-from cl_runner.preflight import RANK_FOLDER_PREFIX, command_line, full_error, hydra_errors
+from cl_runner.preflight import FULL_ERROR, RANK_FOLDER_PREFIX, command_line, full_error, one_line
 from cl_runner.results import Results
 from cl_runner.runner import Interrupted, Runner
+from cl_runner.spec import RunSpec, check_resumable, resolve_device
 
 CONFIG_DIR = str(config_dir())
 log = logging.getLogger("cl_runner")
@@ -49,103 +53,107 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path, resolved: dict, choices: dict) -> Loggers:
-    loggers = [ConsoleLogger(), FileLogger(out_dir, OmegaConf.to_yaml(resolved))]
-    if cfg.plots:
+def build_loggers(spec: RunSpec, out_dir: Path, choices: dict) -> Loggers:
+    loggers = [ConsoleLogger(), FileLogger(out_dir, OmegaConf.to_yaml(spec.config))]
+    if spec.logging.plots:
         loggers.append(PlotLogger(out_dir))
-    if cfg.mode != "disabled":
+    if spec.logging.mode != "disabled":
         from cl_runner.loggers.wandb import WandbLogger
 
-        options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "plots"}
-        loggers.append(WandbLogger(out_dir, resolved, choices, **options))
+        config = {**spec.config, "recipe": asdict(spec.recipe)}
+        loggers.append(WandbLogger(out_dir, config, choices, mode=spec.logging.mode, **spec.logging.options))
     return Loggers(*loggers)
 
 
 def build_runner(
-    cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE
+    cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE, overrides=()
 ) -> Runner:
-    """Everything a run needs, built from the composed config's plain values. With several
-    processes (torchrun) this joins them; the run folder is rank 0's."""
-    if cfg.get("sequence"):
-        expand_sequence(cfg, Path(CONFIG_DIR))
-    settings, device = validate(cfg)
-    device = distributed.start(ranks, device)
+    """Everything a run needs, built from the composed config. With several processes
+    (torchrun) this joins them; the run folder is rank 0's."""
+    return runner_for(RunSpec.from_config(cfg, choices, overrides, config_dir()), out_dir, ranks)
+
+
+def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Runner:
+    """The runner of a checked spec: device, data, network, method, memory, loggers, checkpoint."""
+    device = distributed.start(ranks, resolve_device(spec.device))
+    spec = spec.on(device)
     select_device(device)
-    configure_backends(device, settings.deterministic)
+    configure_backends(device, spec.training.deterministic)
     out_dir = Path(ranks.from_leader(lambda: str(out_dir), device))
     if ranks.leader:
         check_writable(out_dir)
-    seed_everything(cfg.seed)
-    splits, order, tasks, form = load_benchmark(cfg)
-    if cfg.memory.size > len(splits.train):
-        raise ConfigError(f"memory.size={cfg.memory.size} exceeds the {len(splits.train)} training images")
-    # Pretrained weights bring their own normalisation, for every task.
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if cfg.backbone.get("weights") else (form.mean, form.std)
+    seed_everything(spec.seed)
+    splits, order, tasks, form = load_benchmark(spec)
+    if spec.memory.size > len(splits.train):
+        raise ConfigError(f"memory.size={spec.memory.size} exceeds the {len(splits.train)} training images")
     augment = Augment(
-        mean,
-        std,
+        form.mean,
+        form.std,
         form.crop_padding,
         form.flip,
-        channels_last=settings.channels_last,
+        channels_last=spec.training.channels_last,
         brightness=form.brightness,
     )
-    benchmark = Benchmark.on_device(splits, order, tasks, augment, cfg.seed, device)
-
-    backbone = build(cfg.backbone, in_channels=form.channels, image_size=form.size)
-    method = build(cfg.method)
-    addons = [build(cfg.addon)] if cfg.get("addon") else []
+    benchmark = Benchmark.on_device(splits, order, tasks, augment, spec.seed, device)
+    backbone = build(spec.backbone, in_channels=form.channels, image_size=form.size)
+    method = build(spec.method)
+    addons = [build(spec.addon)] if spec.addon is not None else []
     model = method.network(backbone).to(device)
-    check_pretrained_task(tasks, backbone, model)
-    memory = ExemplarMemory(cfg.memory.size, cfg.memory.per_class, cfg.memory.selection, seed=cfg.seed)
+    pretrained_head = pretrained_classifier(tasks, backbone, model)
+    memory = ExemplarMemory(spec.memory.size, spec.memory.per_class, spec.memory.selection, seed=spec.seed)
     if method.needs_memory and not memory.enabled:
-        name = (choices or {}).get("method", type(method).__name__)
+        name = spec.choices.get("method", type(method).__name__)
         raise ConfigError(f"method={name} rehearses exemplars: set memory.size or memory.per_class")
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     saved = None
     # resume=auto (sweeps, SLURM requeues): continue when this folder already holds a checkpoint
-    resume = (out_dir / checkpoint.CHECKPOINT).is_file() if cfg.resume == "auto" else cfg.resume
+    resume = (out_dir / checkpoint.CHECKPOINT).is_file() if spec.resume == "auto" else spec.resume
     if resume:
         saved = checkpoint.load(out_dir, device)
-        checkpoint.check_same_config(saved["config"], resolved)
-    results = Results(len(tasks), config=resolved, choices=dict(choices or {}))
-    logger = build_loggers(cfg.logger, out_dir, resolved, results.choices) if ranks.leader else Loggers()
+        check_resumable(saved["config"], spec)
+    results = Results(len(tasks), config=spec.config, choices=spec.choices, recipe=asdict(spec.recipe))
+    logger = build_loggers(spec, out_dir, results.choices) if ranks.leader else Loggers()
     log.info("class order: %s", order)
-    progress = checkpoint.Progress(
-        out_dir, cfg.checkpoint.every_epochs, cfg.checkpoint.every_minutes, ranks, device
+    checkpointer = checkpoint.Checkpointer(
+        out_dir, spec.checkpoint.every_epochs, spec.checkpoint.every_minutes, ranks, device
     )
     runner = Runner(
-        model, method, memory, benchmark, settings, device, results, logger, progress, ranks, addons
-    )
+        model, method, memory, benchmark, spec.training, device, results, logger, checkpointer, ranks, addons,
+        pretrained_head,
+    )  # fmt: skip
     if saved is not None:
         runner.restore(saved)
         log.info("resumed at %s", saved["position"])
     return runner
 
 
-def load_benchmark(cfg: DictConfig) -> tuple[Splits, list[int], list[Task], Form]:
+def load_benchmark(spec: RunSpec) -> tuple[Splits, list[int], list[Task], Form]:
     """The images, the class order and the tasks: a class split of one data set, or a
-    sequence of data sets (one task each, in the given order)."""
-    if cfg.get("sequence"):
-        rgb = bool(cfg.backbone.get("weights"))
-        splits, tasks, form = load_sequence(cfg.sequence_sets, cfg.backbone.get("weights_data"), rgb)
-        return splits, list(range(tasks[-1].end)), tasks, form
-    if cfg.dataset.get("multilabel"):
-        raise ConfigError(
-            "a multi-label data set is one task of a sequence, e.g. sequence=[imagenet,voc2012]"
+    sequence of data sets (one task each, in the given order). Pretrained weights bring their
+    own normalisation and read 3 channels: grey images are replicated, as in a sequence."""
+    weights = OmegaConf.select(spec.backbone, "weights")
+    if spec.protocol.sequence:
+        weights_data = OmegaConf.select(spec.backbone, "weights_data")
+        splits, tasks, form = load_sequence(spec.sets, weights_data, rgb=bool(weights))
+        order = list(range(tasks[-1].end))
+    else:
+        p = spec.protocol
+        splits, form = load_splits(spec.dataset), Form.of(spec.dataset)
+        order, tasks = make_schedule(
+            p.num_classes, p.steps, p.init_classes, p.class_order_seed, p.class_order
         )
-    splits = load_splits(cfg.dataset)
-    order, tasks = make_schedule(
-        cfg.dataset.num_classes, cfg.steps, cfg.init_classes, cfg.class_order_seed, cfg.get("class_order")
-    )
-    return splits, order, tasks, Form.of(cfg.dataset)
+        if weights and form.channels < 3:
+            splits = Splits(*(part.with_images(grey_to_rgb(part.images, 3)) for part in splits))
+            form = form.with_channels(3)
+    if weights:
+        form = form.normalized(IMAGENET_MEAN, IMAGENET_STD)
+    return splits, order, tasks, form
 
 
-def check_pretrained_task(tasks: list[Task], backbone, model) -> None:
+def pretrained_classifier(tasks: list[Task], backbone, model) -> dict | None:
     """A pretrained first task's head is the weights' classifier: its classes must match."""
     if not tasks[0].pretrained:
-        return
-    if not hasattr(model, "load_pretrained_head"):
+        return None
+    if not model.takes_pretrained_head:
         raise ConfigError(
             f"this method's network cannot take the weights' classifier as {tasks[0].name}'s head"
         )
@@ -154,6 +162,7 @@ def check_pretrained_task(tasks: list[Task], backbone, model) -> None:
             f"backbone.weights classify {backbone.pretrained.num_classes} classes, "
             f"but {tasks[0].name} has {tasks[0].size}"
         )
+    return backbone.pretrained.classifier
 
 
 def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:
@@ -172,8 +181,7 @@ def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:
 
 def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE) -> Results:
     """One experiment from a composed config. `choices` names the picked config of each group."""
-    runner = build_runner(cfg, out_dir, choices, ranks)
-    return train(runner)
+    return train(build_runner(cfg, out_dir, choices, ranks))
 
 
 def train(runner: Runner) -> Results:
@@ -191,13 +199,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if os.environ.get("CL_RUNNER_RESUME") == "auto" and cfg.resume is False:
         cfg.resume = "auto"  # set by the SLURM launcher: a requeued job continues its checkpoint
     ranks = distributed.from_environment()
+    overrides = list(hydra_cfg.overrides.task)
     try:
-        # Errors while building are the same on every rank (config, shared files): rank 0 says them.
-        with reported_errors(ranks, building=True):
-            choices = run_choices(cfg, runtime.choices, list(hydra_cfg.overrides.task))
-            runner = build_runner(cfg, runtime.output_dir, choices, ranks)
-        # Errors while training may be one rank's own (an unreadable image): each says its own.
-        with reported_errors(ranks, building=False):
+        with reported_errors(ranks):
+            runner = build_runner(cfg, runtime.output_dir, dict(runtime.choices), ranks, overrides)
+        with reported_errors(ranks, own=True):
             results = train(runner)
     finally:
         distributed.stop()
@@ -209,17 +215,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 @contextmanager
-def reported_errors(ranks: Ranks, building: bool):
-    """A user's mistake or a stop signal: one line on stderr and the exit code, no traceback."""
+def reported_errors(ranks: Ranks, own: bool = False):
+    """Every mistake a user can make, and a stop signal: one line on stderr and the exit code
+    (2, or 128 + the signal); HYDRA_FULL_ERROR=1 raises instead, with the traceback. Used around
+    what happens before Hydra's job (the command line, composing) and around the job's two parts
+    (inside it, so Hydra adds no report of its own). Building fails alike on every rank (config,
+    shared files): rank 0 says it; while training an error may be one rank's `own`."""
     try:
         yield
-    except UserError as error:
+    except (UserError, HydraException, OmegaConfBaseException) as error:
         if full_error():
             raise
         if ranks.leader:
-            print(f"cl-run: error: {error}", file=sys.stderr)
-        elif not building:
-            print(f"cl-run (rank {ranks.rank}): error: {error}", file=sys.stderr)
+            print(f"cl-run: error: {one_line(error)}", file=sys.stderr)
+        elif own:
+            print(f"cl-run (rank {ranks.rank}): error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
         if ranks.leader:
@@ -239,9 +249,28 @@ def reported_errors(ranks: Ranks, building: bool):
 
 
 def main() -> None:
-    sys.argv[1:] = command_line(sys.argv[1:], Path(CONFIG_DIR), distributed.from_environment())
-    with hydra_errors():
-        _hydra_main()
+    ranks = distributed.from_environment()
+    with reported_errors(ranks):
+        sys.argv[1:] = command_line(sys.argv[1:], Path(CONFIG_DIR), ranks)
+        with hydra_raises():
+            _hydra_main()
+
+
+@contextmanager
+def hydra_raises():
+    """Hydra is asked to raise rather than print its own report, so that `reported_errors`
+    says every error the same way; the user's own choice is kept for `full_error()`."""
+    saved = {key: os.environ.get(key) for key in (FULL_ERROR, "HYDRA_FULL_ERROR")}
+    os.environ[FULL_ERROR] = "1" if full_error() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def sync(device: torch.device) -> None:
 def measure_ceiling(args) -> dict:
     from torch import nn
 
-    from cl_runner.config import resolve_device
+    from cl_runner.spec import resolve_device
     from cl_runner.instantiate import build
 
     cfg = compose(args)

@@ -17,6 +17,14 @@ def make_cfg(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
+def spec_of(cfg, choices: dict | None = None, overrides=()):
+    """The run spec `cl-run` would read from this config, its `auto` values decided."""
+    from cl_runner.spec import RunSpec, resolve_device
+
+    spec = RunSpec.from_config(cfg, choices, overrides, CONFIGS)
+    return spec.on(resolve_device(spec.device))
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 

@@ -108,10 +108,14 @@ def run_case(name: str, extra: list[str] = ()) -> dict:
             runner = build_runner(cfg, folder)
 
             class EpochMeans(Logger):
+                stage = "main"
+
+                def stage_start(self, task, stage, epochs, batches_per_epoch):
+                    self.stage = stage
+
                 def epoch_end(self, task, epoch, stats):
                     parts = {k: v for k, v in stats.items() if k not in ("images_per_s", "lr")}
-                    stage = runner.progress.position.stage
-                    epochs.append({"task": task.index, "stage": stage, "epoch": epoch, **parts})
+                    epochs.append({"task": task.index, "stage": self.stage, "epoch": epoch, **parts})
 
             runner.logger = Loggers(EpochMeans())  # no console tables: the numbers are what counts
             results = train(runner).to_dict()

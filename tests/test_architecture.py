@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cl_runner"
 
 # Plain helpers every layer may use.
 BASE = {"errors", "dicts", "paths", "rng", "settings", "atomic", "labels", "metrics", "instantiate", "modes"}
+BASE |= {"papers"}
 DEVICE = BASE | {"distributed", "precision", "compiled"}
 
 # module (or package) -> the cl_runner modules (or packages) it may import
@@ -21,7 +22,7 @@ ALLOWED = {
     "data": DEVICE | {"data"},
     "models": BASE | {"models"},
     "methods": BASE | {"data.batch", "data.schedule", "models", "methods"},
-    "config": BASE | {"data.schedule", "precision"},
+    "spec": BASE | {"data.schedule", "precision"},
     "results": BASE | {"data.schedule"},
     "loggers": BASE | {"results", "loggers"},
     "report": BASE,

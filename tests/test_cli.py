@@ -11,6 +11,8 @@ import pytest
 
 from .conftest import TINY, cl_run
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +67,7 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
             "cl-run: error: method=icarl rehearses exemplars: set memory.size or memory.per_class",
         ),
         (["resume=true"], "cl-run: error: resume=true needs the run folder"),
+        (["sequence=[]"], "cl-run: error: sequence=[] is invalid: expected a list of data set names"),
         (  # a recipe's pinned backbone
             ["method=der", "dataset=cifar100", "backbone=resnet32"],
             "cl-run: error: method_dataset/der_cifar100 pins backbone=resnet18 (the recipe's); "
@@ -105,6 +108,8 @@ def test_wheel_ships_the_configs(tmp_path):
     }
     assert shipped <= names
     assert "cl_runner/configs/train.yaml" in names
+    papers = {f"cl_runner/papers/{p.name}" for p in (ROOT / "cl_runner" / "papers").glob("*.yaml")}
+    assert papers and papers <= names  # the paper registry cl-report reads
 
 
 def test_unwritable_run_folder_is_one_line(tmp_path):
@@ -129,3 +134,23 @@ def test_corrupt_checkpoint_and_changed_config_on_resume(tmp_path):
     proc = cl_run(f"resume={folder}", cwd=tmp_path)
     assert proc.returncode == 2 and "checkpoint.pt is unreadable" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_recipe_a_run_applies_is_announced_and_recorded(tmp_path):
+    """`cl-run method=wa dataset=cifar100` becomes PyCIL's WA recipe: the console's first line
+    says so with every key it set, and metrics.json and the choices record it."""
+    from synthetic_cifar import write
+
+    write(tmp_path / "data", 100, 2, 1)
+    proc = cl_run("method=wa", "dataset=cifar100", f"dataset.root={tmp_path / 'data'}", "steps=2",
+                  "train.epochs=1", "train.first_task.epochs=1", "memory.size=20", "backbone=resnet32",
+                  "logger=local", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("recipe wa_cifar100 sets: ")
+    assert "train.first_task.weight_decay=0.0005" in proc.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["recipe"]["recipe"] == "wa_cifar100" and metrics["recipe"]["preset"] is None
+    assert metrics["recipe"]["sets"]["wa_cifar100"]["train.first_task.epochs"] == 1  # the value it ran with
+    choices = metrics["choices"]
+    assert (choices["method_dataset"], choices["backbone"]) == ("wa_cifar100", "resnet32")

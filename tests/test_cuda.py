@@ -37,7 +37,7 @@ def test_amp_autocasts_to_bf16_without_a_scaler_where_the_gpu_has_it(tmp_path):
     results = run(make_cfg(*GPU, "method=der", "memory.size=20", "method.balanced_epochs=1",
                            "train.amp=true", "train.channels_last=true"), tmp_path)  # fmt: skip
     assert results.finished
-    assert all(0 <= acc <= 100 for row in results.rows["class_il"] for acc in row)
+    assert all(0 <= acc <= 100 for row in results.matrices["class_il"] for acc in row)
 
 
 def test_channels_last_reaches_the_convolutions(tmp_path):

@@ -96,42 +96,47 @@ def test_balanced_stage_uses_new_data_plus_the_old_memory_and_moves_only_the_cla
 ):
     """Official `_after_task`: the classifier is reset and re-trained on the class-balanced
     union of the new task's data and the memory as it was *before* this task, every class cut
-    to the smallest count; the extractors do not move."""
-    import cl_runner.methods.der as der_module
+    to the smallest count; the extractors do not move. The runner runs it as a stage of its own,
+    after the memory update, with its own phase time."""
+    import cl_runner.runner as runner_module
 
     runner = build_runner(make_cfg(*DER_TINY, "memory.size=20"), tmp_path)
     runner.learn(runner.benchmark.tasks[0])
     memory_before = sorted(runner.memory.indices().tolist())  # 20 exemplars of 2 classes
     drawn, calls = [], []
-    original_subset, original_retrain = der_module.balanced_subset, runner.method.retrain_classifier
+    original_subset, original_stage = runner_module.balanced_subset, runner.run_stage
     monkeypatch.setattr(
-        der_module, "balanced_subset", lambda labels, g: drawn.append(labels) or original_subset(labels, g)
+        runner_module, "balanced_subset", lambda labels, g: drawn.append(labels) or original_subset(labels, g)
     )
     resets = []
     monkeypatch.setattr(runner.model, "reset_classifiers", lambda *a, **k: resets.append(k) or
                         type(runner.model).reset_classifiers(runner.model, *a, **k))  # fmt: skip
 
-    def spy(model, data):
-        extractors = states(model.extractors)
-        before = states(model.classifier)
-        labels = data.loader.labels
-        original_retrain(model, data)
-        calls.append((torch.bincount(labels).tolist(), same(states(model.extractors), extractors),
-                      same(states(model.classifier), before)))  # fmt: skip
+    def spy(task, data, stage):
+        if stage.name != "balanced":
+            return original_stage(task, data, stage)
+        extractors, before = states(runner.model.extractors), states(runner.model.classifier)
+        memory_now = sorted(runner.memory.indices().tolist())
+        original_stage(task, data, stage)
+        calls.append((torch.bincount(data.labels).tolist(), same(states(runner.model.extractors), extractors),
+                      same(states(runner.model.classifier), before), memory_now))  # fmt: skip
 
-    runner.method.retrain_classifier = spy
+    runner.run_stage = spy
     runner.learn(runner.benchmark.tasks[1])
-    ((counts, extractors_unchanged, classifier_unchanged),) = calls
+    ((counts, extractors_unchanged, classifier_unchanged, memory_during),) = calls
     assert counts == [10, 10, 20, 20]  # memory of task 0 (2 x 10) + task 1's data (2 x 20)
     (labels,) = drawn
     assert torch.equal(labels.sort().values, torch.tensor([0] * 10 + [1] * 10 + [2] * 20 + [3] * 20))
-    assert memory_before != sorted(runner.memory.indices().tolist())  # the memory changed only after
-    assert {"aux": False} in resets  # the classifier, not the auxiliary one, is reset first
+    assert memory_before != memory_during  # the stage runs after the memory update ...
+    assert resets == [{"aux": False}]  # ... and resets the classifier, not the auxiliary one
     assert extractors_unchanged and not classifier_unchanged
+    assert list(runner.results.steps[1]["phase_seconds"])[:6] == [
+        "train", "recalibrate", "memory", "after_task", "balanced", "evaluate"
+    ]  # fmt: skip
 
 
 def test_balanced_subset_cuts_every_class_to_the_smallest_count():
-    from cl_runner.methods.der import balanced_subset
+    from cl_runner.data.batch import balanced_subset
 
     labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
     picked = balanced_subset(labels, torch.Generator().manual_seed(0))

@@ -157,7 +157,7 @@ def test_pruned_network_survives_a_checkpoint(end_of_task):
     # extractor 0 pruned (as after task 0); the last pruned too when the checkpoint ends a task
     randomise(net)
     net.extractors = net.extractors[:1]
-    net.task_sizes, net.kept = [2], [None]
+    net.sizes, net.kept = [2], [None]
     net.classifier = nn.Linear(64, 2)
     net.aux_classifier = None
     net.prune_last()

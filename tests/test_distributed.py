@@ -35,8 +35,8 @@ WORLD = 2
 
 # -- the arithmetic of sharding, in one process ----------------------------------------------
 @pytest.mark.parametrize(("total", "world"), [(1, 1), (5, 1), (2, 2), (5, 2), (8, 3), (13, 4), (4, 4)])
-def test_ranks_rows_cover_a_batch_once_and_weights_average_to_one(total, world):
-    rows = [Ranks(r, world).rows(total) for r in range(world)]
+def test_ranks_shards_cover_a_batch_once_and_weights_average_to_one(total, world):
+    rows = [Ranks(r, world).shard(total) for r in range(world)]
     covered = [i for r in rows for i in range(total)[r]]
     assert covered == list(range(total))
     sizes = [r.stop - r.start for r in rows]
@@ -73,15 +73,15 @@ def test_random_draws_are_made_for_the_whole_batch():
     expected_view, expected_noise = whole.view(), whole.randn_like(whole.view())
     views, noises = [], []
     for r in range(3):
-        rows = Ranks(r, 3).rows(7)
+        rows = Ranks(r, 3).shard(7)
         part = Batch(
             images[rows],
             torch.zeros(7)[rows],
             task,
             augment,
             torch.Generator().manual_seed(5),
-            rows=rows,
-            total=7,
+            shard=rows,
+            global_size=7,
         )
         views.append(part.view())
         noises.append(part.randn_like(part.view()))
@@ -125,7 +125,7 @@ def _batchnorm_rank(rank: int, out: Path) -> None:
     target = torch.randn(7, 4, 3, 3)
     use_global_batchnorm(bn, torch.device("cpu"))
     ranks = Ranks(rank, WORLD)
-    rows = ranks.rows(7)
+    rows = ranks.shard(7)
     part = x[rows].requires_grad_(True)
     # DDP would average the parameter gradients over ranks: the weight makes that the mean
     loss = F.mse_loss(bn(part), target[rows]) * ranks.weight(7)

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_runner.config import validate
-
-from .conftest import make_cfg
+from .conftest import make_cfg, spec_of
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -24,7 +22,7 @@ import gpu_check  # noqa: E402
 def test_every_run_of_the_check_composes_and_validates(tmp_path, size, method):
     extra = ["train.amp=true", "train.channels_last=true", "train.compile=true", "train.deterministic=true"]
     args = gpu_check.run_overrides(method, tmp_path, gpu_check.SIZES[size], "cpu", *extra)
-    settings, _ = validate(make_cfg(*args))
+    settings = spec_of(make_cfg(*args)).training
     assert settings.epochs == gpu_check.SIZES[size]["epochs"] and settings.amp and settings.compile
 
 

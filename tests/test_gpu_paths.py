@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from cl_runner import checkpoint
-from cl_runner.config import validate
 from cl_runner.data.files import FileLoader
 from cl_runner.data.loader import Augment
 from cl_runner.distributed import GlobalBatchNorm, Ranks, use_global_batchnorm
@@ -23,7 +22,7 @@ from cl_runner.precision import (
 from cl_runner.runner import STOP_POLL, Runner, polls
 from cl_runner.train import build_runner, run
 
-from .conftest import TINY, make_cfg
+from .conftest import TINY, make_cfg, spec_of
 from .test_files_data import write_imagenet
 
 
@@ -75,7 +74,7 @@ def test_file_loader_picks_labels_on_the_device_without_a_copy_per_batch(tmp_pat
     assert len(batches) == 5 and counter.calls == []  # before: one index copy per batch
     order = loader.order
     for span, _, labels in batches:
-        assert torch.equal(labels, train.labels[order[span.start : span.start + span.total]])
+        assert torch.equal(labels, train.labels[order[span.start : span.start + span.global_size]])
 
 
 def test_stop_flag_is_all_reduced_every_few_batches_under_torchrun(tmp_path, monkeypatch):
@@ -134,23 +133,24 @@ def test_evaluation_reads_nhwc_on_avx512_cpus_or_where_training_does(
     monkeypatch, kind, cpu, channels_last, expected
 ):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: cpu)
-    monkeypatch.setattr("cl_runner.config.resolve_device", lambda name: torch.device(kind))
-    settings, _ = validate(make_cfg(*TINY, f"train.channels_last={channels_last}"))
+    monkeypatch.setattr("cl_runner.spec.resolve_device", lambda name: torch.device(kind))
+    settings = spec_of(make_cfg(*TINY, f"train.channels_last={channels_last}")).training
     assert settings.eval_channels_last is expected
 
 
 def test_auto_switches_are_decided_for_the_device(monkeypatch):
     cfg = make_cfg(*TINY, "train.channels_last=auto")
-    monkeypatch.setattr("cl_runner.config.prefers_channels_last", lambda device: True)
-    settings, device = validate(cfg)
+    monkeypatch.setattr("cl_runner.spec.prefers_channels_last", lambda device: True)
+    spec = spec_of(cfg)
+    settings, device = spec.training, torch.device(spec.device if spec.device != "auto" else "cpu")
     assert device.type == "cpu" and settings.eval_batch_size == 128 and settings.channels_last is True
     assert forward_batch_size(torch.device("cuda")) == 1024
-    assert validate(make_cfg(*TINY, "train.eval_batch_size=64"))[0].eval_batch_size == 64
-    assert validate(make_cfg("dataset=imagenet"))[0].eval_batch_size == 256  # the data set's own
+    assert spec_of(make_cfg(*TINY, "train.eval_batch_size=64")).training.eval_batch_size == 64
+    assert spec_of(make_cfg("dataset=imagenet")).training.eval_batch_size == 256  # the data set's own
     with pytest.raises(
         ConfigError, match="train.channels_last='yes' is invalid: expected true or false or auto"
     ):
-        validate(make_cfg(*TINY, "train.channels_last=yes"))
+        spec_of(make_cfg(*TINY, "train.channels_last=yes"))
 
 
 def test_float16_training_goes_through_the_gradient_scaler(tmp_path, monkeypatch):
@@ -232,7 +232,7 @@ def test_checkpoints_within_a_task_are_time_based_by_default(tmp_path, monkeypat
     cfg = make_cfg(*TINY)
     assert (cfg.checkpoint.every_minutes, cfg.checkpoint.every_epochs) == (10, 0)
     runner = build_runner(cfg, tmp_path)
-    progress = runner.progress
+    progress = runner.checkpointer
     now = [1000.0]
     monkeypatch.setattr("cl_runner.checkpoint.time.monotonic", lambda: now[0])
     runner.save()

@@ -6,6 +6,7 @@ import torch
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
+from cl_runner.methods.base import Stage
 from cl_runner.methods.losses import modified_cross_entropy
 from cl_runner.methods.lwf import LwF
 from cl_runner.train import build_runner, run
@@ -120,12 +121,14 @@ def test_with_exemplars_ce_covers_all_seen_classes():
 def test_teacher_is_frozen_and_never_changes(tiny_cfg, tmp_path):
     runner = build_runner(tiny_cfg("method=lwf", "steps=2", "train.epochs=2"), tmp_path)
     runner.learn(runner.benchmark.tasks[0])
-    runner.model.add_head(runner.benchmark.tasks[1].size)
-    runner.method.before_task(runner.benchmark.tasks[1], runner.model, runner.memory)
+    task = runner.benchmark.tasks[1]
+    runner.model.add_head(task.size)
+    runner.method.before_task(task, runner.model, runner.memory)
     teacher = runner.method.teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = [p.clone() for p in runner.model.backbone.parameters()]
-    runner.train(runner.benchmark.tasks[1], runner.training_data(runner.benchmark.tasks[1]))
+    runner.checkpointer.begin_task(task.index, "main")
+    runner.run_stage(task, runner.training_data(task), Stage("main"))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     for key, value in teacher.state_dict().items():  # weights and BatchNorm statistics
         assert torch.equal(value, before[key]), key
@@ -143,18 +146,28 @@ def test_head_epochs_train_only_the_new_head_with_frozen_extractor(tiny_cfg, tmp
     backbone = list(runner.model.backbone.parameters())
     old_head = list(runner.model.heads[0].parameters())
 
-    def spy(task, data, model, params, stage):
+    seen_in_epoch = []
+    original_epoch = runner.run_epoch
+
+    def epoch_spy(batches, stage, optimizer, *rest):
+        params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        trainable = any(p.requires_grad for p in backbone + old_head)
+        seen_in_epoch.append((params, runner.model.training, trainable))
+        return original_epoch(batches, stage, optimizer, *rest)
+
+    def spy(task, data, stage):
         before = extractor()
         for p in backbone + old_head:
             p.grad = None
-        trainable = [p.requires_grad for p in backbone + old_head]
-        original(task, data, model, params, stage)
+        seen_in_epoch.clear()
+        original(task, data, stage)
         unchanged = all(torch.equal(a, b) for a, b in zip(before, extractor(), strict=True))
         # no gradient reached the frozen parameters: nothing flowed back through the extractor
         untouched = all(p.grad is None for p in backbone + old_head)
-        calls.append((stage.epochs, {id(p) for p in params}, runner.model.training, stage.name, unchanged,
-                      any(trainable), untouched))  # fmt: skip
+        params, training, trainable = seen_in_epoch[0]
+        calls.append((len(seen_in_epoch), params, training, stage.name, unchanged, trainable, untouched))
 
+    runner.run_epoch = epoch_spy
     runner.run_stage = spy
     runner.learn(runner.benchmark.tasks[1])
     head_ids = {id(p) for p in runner.model.heads[-1].parameters()}

@@ -7,16 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cl_runner import checkpoint
-from cl_runner.config import expand_sequence, train_settings, validate
 from cl_runner.data.loader import random_brightness
 from cl_runner.data.schedule import make_schedule
 from cl_runner.errors import ConfigError
-from cl_runner.paths import config_dir
-from cl_runner.settings import lr_factor
+from cl_runner.spec import RunSpec, check_resumable
 from cl_runner.train import build_runner
 
-from .conftest import TINY, make_cfg, options
+from .conftest import CONFIGS, TINY, make_cfg, options, spec_of
 
 DER_CIFAR = ["method=der", "dataset=cifar100", "device=cpu"]
 PODNET_HEAD = [87, 0, 52, 58, 44, 91, 68, 97, 51, 15]
@@ -25,8 +22,8 @@ PODNET_HEAD = [87, 0, 52, 58, 44, 91, 68, 97, 51, 15]
 def test_der_cifar_lr_drops_at_110_and_130_after_10_warmup_epochs():
     """The official GradualWarmupScheduler restarts the epoch count after warm-up, so milestones
     100 and 120 drop the learning rate at epochs 110 and 130."""
-    settings = train_settings(make_cfg(*DER_CIFAR))
-    lr = {e: settings.lr * lr_factor(settings, e) for e in (0, 9, 10, 109, 110, 129, 130, 169)}
+    settings = spec_of(make_cfg(*DER_CIFAR)).training
+    lr = {e: settings.schedule().lr_at(e) for e in (0, 9, 10, 109, 110, 129, 130, 169)}
     assert lr[0] == pytest.approx(0.01) and lr[9] == pytest.approx(0.1)  # linear warm-up
     assert lr[10] == pytest.approx(0.1) and lr[109] == pytest.approx(0.1)
     assert lr[110] == pytest.approx(0.01) and lr[129] == pytest.approx(0.01)
@@ -82,33 +79,22 @@ def test_b50_presets_keep_20_exemplars_per_class():
 
 def test_imagenet100_preset_is_the_official_recipe():
     cfg = make_cfg("experiment=der_imagenet100_b0_10", "device=cpu")
-    settings = train_settings(cfg)
+    settings = spec_of(cfg).training
     assert (settings.epochs, settings.warmup_epochs, settings.milestones, settings.batch_size) == (
         220, 20, [60, 120, 160, 180], 256,
     )  # fmt: skip
     assert cfg.method.balanced_temperature == 1.0 and cfg.method.reset_classifiers_epoch == 20
     assert cfg.backbone._target_.endswith("preact_resnet18") and cfg.method.prune is False
     assert list(cfg.class_order[:5]) == [68, 56, 78, 8, 23]
-    assert cfg.paper.metric == "top5"
 
 
 @pytest.mark.parametrize("name", options("experiment"))
-def test_every_paper_preset_turns_batchnorm_recalibration_off_and_its_numbers_add_up(name):
+def test_every_paper_preset_turns_batchnorm_recalibration_off_and_holds_no_paper_numbers(name):
     for prune in (["method.prune=true"], ["method.prune=false"]) if name.startswith("der") else ([],):
         cfg = make_cfg(f"experiment={name}", "device=cpu", *prune)
-        validate(cfg)
+        spec_of(cfg)
         assert cfg.train.precise_bn is False
-        paper = cfg.get("paper")
-        if paper:  # the curve's mean and last entry are the table's numbers
-            curve = list(paper.per_step)
-            assert sum(curve) / len(curve) == pytest.approx(paper.avg_incremental_acc, abs=0.006)
-            assert curve[-1] == paper.last_acc
-            steps = cfg.steps + (cfg.init_classes is not None)
-            assert len(curve) == steps
-        for method, row in (cfg.get("paper_by_method") or {}).items():  # a sequence: one number per task
-            assert method in options("method")
-            assert len(row.final_per_task) == len(cfg.sequence)
-            assert len(row.get("drop_per_task") or cfg.sequence) == len(cfg.sequence)
+        assert not any(key.startswith("paper") for key in cfg)  # the registry holds them (test_papers.py)
 
 
 @pytest.mark.parametrize(
@@ -129,10 +115,10 @@ def test_a_run_from_before_the_per_data_set_default_resumes_with_the_documented_
     old["train"]["precise_bn"] = True
     old["dataset"]["train"].pop("precise_bn", None)
     with pytest.raises(ConfigError, match="precise_bn"):
-        checkpoint.check_same_config(old, resolved)
+        check_resumable(old, RunSpec.from_config(make_cfg(f"dataset={dataset}"), config_root=CONFIGS))
     extra = ["~dataset.train.precise_bn"] if dataset == "mnist5k" else []
     again = make_cfg(f"dataset={dataset}", "train.precise_bn=true", *extra)
-    checkpoint.check_same_config(old, OmegaConf.to_container(again, resolve=True))
+    check_resumable(old, RunSpec.from_config(again, config_root=CONFIGS))
 
 
 @pytest.mark.parametrize(
@@ -140,18 +126,16 @@ def test_a_run_from_before_the_per_data_set_default_resumes_with_the_documented_
     [("[flowers102,scenes67]", False), ("[digits,mnist5k]", True)],
 )
 def test_a_sequence_recalibrates_as_its_first_learnt_set(sequence, recalibrates):
-    cfg = make_cfg(f"sequence={sequence}")
-    expand_sequence(cfg, config_dir())
-    assert cfg.train.precise_bn is recalibrates
+    assert spec_of(make_cfg(f"sequence={sequence}")).training.precise_bn is recalibrates
 
 
 def test_explicit_class_order_must_be_a_permutation():
     with pytest.raises(ConfigError, match="class_order must list each of the 10 classes 0..9 once"):
-        validate(make_cfg(*TINY, "class_order=[0,1,2,3,4,5,6,7,8,8]"))
+        spec_of(make_cfg(*TINY, "class_order=[0,1,2,3,4,5,6,7,8,8]"))
     with pytest.raises(ConfigError, match="class_order must list each of the 10 classes"):
-        validate(make_cfg(*TINY, "class_order=[0,1]"))
+        spec_of(make_cfg(*TINY, "class_order=[0,1]"))
     cfg = make_cfg(*TINY, "class_order=[9,8,7,6,5,4,3,2,1,0]")
-    validate(cfg)
+    spec_of(cfg)
     assert list(make_schedule(10, 5, None, 1993, cfg.class_order)[1][0].classes) == [9, 8]
 
 
@@ -170,3 +154,28 @@ def test_finetune_without_exemplars_trains_the_new_heads_logits_only(tmp_path):
     assert _head0_after_second_task(tmp_path / "a", "method=finetune", no_decay)
     assert not _head0_after_second_task(tmp_path / "b", "method=finetune", no_decay, "method.all_logits=true")
     assert not _head0_after_second_task(tmp_path / "c", "method=finetune", no_decay, "memory.size=20")
+
+
+def test_the_first_task_trains_with_its_own_schedule_and_the_later_ones_with_the_main_one(tmp_path):
+    """train.first_task (PyCIL's WA: 200 epochs at weight decay 5e-4, then 170 at 2e-4): each
+    value it sets replaces the main schedule's on the first learnt task only."""
+    runner = build_runner(make_cfg(*TINY, "steps=2", "train.epochs=2", "train.weight_decay=2e-4",
+                                   "train.first_task.epochs=3", "train.first_task.weight_decay=5e-4",
+                                   "train.first_task.milestones=[1]"), tmp_path)  # fmt: skip
+    seen = []
+    run_epoch = runner.run_epoch
+
+    def spy(batches, stage, optimizer, *rest):
+        group = optimizer.param_groups[0]
+        seen.append((runner.checkpointer.position.task, group["lr"], group["weight_decay"]))
+        return run_epoch(batches, stage, optimizer, *rest)
+
+    runner.run_epoch = spy
+    runner.run()
+    assert seen == [(0, 0.05, 5e-4), (0, pytest.approx(0.005), 5e-4), (0, pytest.approx(0.005), 5e-4),
+                    (1, 0.05, 2e-4), (1, 0.05, 2e-4)]  # fmt: skip
+    wa = spec_of(make_cfg("method=wa", "dataset=cifar100", "device=cpu")).training
+    assert (wa.schedule(first=True).epochs, wa.schedule(first=True).milestones) == (200, (60, 120, 170))
+    assert (wa.schedule().epochs, wa.schedule().weight_decay, wa.schedule(first=True).weight_decay) == (
+        170, 2e-4, 5e-4,
+    )  # fmt: skip

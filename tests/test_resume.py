@@ -91,7 +91,7 @@ def test_a_stop_after_training_abandons_the_work_and_resumes_exactly(work, tmp_p
     original, finished = getattr(owner, name), []
 
     def interrupted(*args):
-        if runner.progress.position.task == 1:
+        if runner.checkpointer.position.task == 1:
             os.kill(os.getpid(), signal.SIGINT)
         original(*args)
         finished.append(True)
@@ -103,6 +103,53 @@ def test_a_stop_after_training_abandons_the_work_and_resumes_exactly(work, tmp_p
     position = json.loads((folder / "checkpoint.json").read_text())
     assert position == {"task": 1, "stage": "main", "epoch": 5, "batch": 0, "fresh": False}
     run(make_cfg(*SETTING, *METHODS["der"], "resume=true"), folder)
+    assert numbers(folder) == expected
+
+
+BALANCED = ["method=der", "memory.size=30", "method.balanced_epochs=3", "method.balanced_batch_size=16"]
+
+
+@pytest.mark.parametrize("where", ["stage", "evaluation"])
+def test_sigint_in_ders_balanced_stage_or_after_it_resumes_exactly(where, tmp_path):
+    """The runner runs DER's classifier stage: Ctrl-C inside it stops at the batch with a
+    checkpoint of the stage (its class-balanced subset, optimizer, position); Ctrl-C in the
+    evaluation after it keeps the finished stage. Either resumes to the uninterrupted numbers."""
+    from cl_runner.runner import Interrupted
+
+    run(make_cfg(*SETTING, *BALANCED), tmp_path / "reference")
+    expected = numbers(tmp_path / "reference")
+    folder = tmp_path / "stopped"
+    runner = build_runner(make_cfg(*SETTING, *BALANCED), folder)
+    if where == "stage":
+        stage_loss = runner.method.balanced_loss
+
+        def loss(batch, model):
+            p = runner.checkpointer.position
+            if p.task == 1 and p.epoch == 1 and batch.index == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return stage_loss(batch, model)
+
+        runner.method.balanced_loss = loss
+    else:
+        evaluate = runner.evaluate
+
+        def interrupted(task, clock):
+            if task.index == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return evaluate(task, clock)
+
+        runner.evaluate = interrupted
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        runner.run()
+    assert time.monotonic() - started < 60
+    position = json.loads((folder / "checkpoint.json").read_text())
+    if where == "stage":
+        assert position == {"task": 1, "stage": "balanced", "epoch": 1, "batch": 2, "fresh": False}
+        assert torch.load(folder / "checkpoint.pt", weights_only=False)["subset"] is not None
+    else:
+        assert position == {"task": 1, "stage": "balanced", "epoch": 3, "batch": 0, "fresh": False}
+    run(make_cfg(*SETTING, *BALANCED, "resume=true"), folder)
     assert numbers(folder) == expected
 
 

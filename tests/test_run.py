@@ -21,7 +21,7 @@ def test_run_folder_has_metrics_contract(tiny_cfg, tmp_path):
     results = run(tiny_cfg(), tmp_path, {"method": "finetune"})
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["finished"] is True
-    assert metrics["choices"] == {"method": "finetune"}
+    assert metrics["choices"] == {"method": "finetune", "backbone": "resnet20"}  # the one built
     assert metrics["config"]["steps"] == 5
     for kind in ("class_il", "task_il"):
         matrix = metrics["accuracy_matrix"][kind]

@@ -78,11 +78,9 @@ def test_a_file_set_and_an_in_memory_set_are_decoded_by_the_same_workers(tmp_pat
     root = f"+sets.cub200.root={tmp_path / 'cub'}"
     cfg = make_cfg("sequence=[cub200,digits]", root, "+sets.cub200.size=32",
                    "+sets.cub200.workers=0", "+sets.cub200.num_classes=3", *CPU)  # fmt: skip
-    from cl_runner.config import expand_sequence
-    from cl_runner.paths import config_dir
+    from .conftest import spec_of
 
-    expand_sequence(cfg, config_dir())
-    splits, tasks, form = load_sequence(cfg.sequence_sets, None, rgb=False)
+    splits, tasks, form = load_sequence(spec_of(cfg).sets, None, rgb=False)
     assert isinstance(splits.train.images, FileImages) and (form.channels, form.size) == (3, 32)
     assert [(t.name, t.offset, t.size) for t in tasks] == [("cub200", 0, 3), ("digits", 3, 10)]
     assert splits.test.labels.min() == 0 and splits.test.labels.max() == 12
@@ -174,8 +172,8 @@ def test_imagenet_as_task_0_keeps_the_weights_classifier_and_is_not_trained(tmp_
     with torch.no_grad():
         images = torch.cat(list(batches(val.images, 8))).float() / 255
         expected = (reference((images - mean) / std).argmax(1) == val.labels).float().mean() * 100
-    assert results.rows["task_il"][0][0] == pytest.approx(float(expected), abs=1e-4)
-    assert len(results.rows["task_il"][1]) == 2  # then the birds, LwF distilling head 0
+    assert results.matrices["task_il"][0][0] == pytest.approx(float(expected), abs=1e-4)
+    assert len(results.matrices["task_il"][1]) == 2  # then the birds, LwF distilling head 0
 
 
 # -- the baselines that freeze shared layers ----------------------------------------------------
@@ -202,7 +200,7 @@ def test_after_the_first_task_only_heads_and_the_allowed_layers_move(tmp_path, m
     assert moved == moving
     assert all(torch.equal(v, runner.model.heads[0].state_dict()[k]) for k, v in head0.items())
     if not moving:  # nothing task 0's outputs depend on has moved
-        assert runner.results.rows["task_il"][1][0] == runner.results.rows["task_il"][0][0]
+        assert runner.results.matrices["task_il"][1][0] == runner.results.matrices["task_il"][0][0]
 
 
 def test_feature_extraction_heads_have_the_papers_hidden_layer_and_survive_a_resume(tmp_path):
@@ -221,3 +219,20 @@ def test_feature_extraction_heads_have_the_papers_hidden_layer_and_survive_a_res
     resumed.model.train()
     assert not any(m.training for m in resumed.model.backbone.modules() if m is not resumed.model.backbone)
     assert resumed.model.heads.training
+
+
+def test_grey_data_with_imagenet_weights_is_replicated_to_three_channels_as_in_a_sequence(tmp_path):
+    """One rule everywhere: pretrained weights read 3 channels and ImageNet's normalisation, so a
+    grey data set learnt alone is replicated as a sequence's grey sets are."""
+    from cl_runner.train import build_runner
+
+    torch.save(tv_resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    overrides = ["dataset=digits", "backbone=resnet18", "backbone.stem=imagenet",
+                 f"backbone.weights={tmp_path / 'resnet.pth'}", "train.epochs=1", "steps=2",
+                 "device=cpu", "logger=local"]  # fmt: skip
+    runner = build_runner(make_cfg(*overrides), tmp_path / "run")
+    images = runner.benchmark.train.images
+    assert images.shape[1:] == (3, 8, 8) and torch.equal(images[:, 0], images[:, 2])
+    assert runner.benchmark.augment.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+    results = runner.run()
+    assert results.finished

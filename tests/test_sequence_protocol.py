@@ -8,14 +8,13 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cl_runner.config import validate
 from cl_runner.data.schedule import Task
 from cl_runner.loggers import Logger
 from cl_runner.report import main as report_main
 from cl_runner.results import Evaluation, Results
 from cl_runner.train import build_runner
 
-from .conftest import make_cfg
+from .conftest import make_cfg, spec_of
 
 CPU = ["device=cpu", "logger=local", "train.epochs=1"]
 SEQUENCE = ["sequence=[synthetic,digits]", "backbone=resnet20", *CPU]
@@ -38,7 +37,7 @@ class LearningRates(Logger):
     ],
 )
 def test_auto_protocol_settings_and_the_rate_each_task_trains_at(tmp_path, overrides, factor, fix_bn):
-    settings, _ = validate(make_cfg(*overrides))
+    settings = spec_of(make_cfg(*overrides)).training
     assert (settings.later_lr_factor, settings.fix_bn) == (factor, fix_bn)
     runner = build_runner(make_cfg(*overrides, "train.lr=0.02"), tmp_path)
     runner.logger = recorder = LearningRates()
@@ -48,7 +47,7 @@ def test_auto_protocol_settings_and_the_rate_each_task_trains_at(tmp_path, overr
 
 def test_pretrained_weights_keep_the_later_tasks_rate():
     cfg = make_cfg("sequence=[imagenet,cub200]", "backbone=alexnet", "backbone.weights=imagenet", *CPU)
-    assert validate(cfg)[0].later_lr_factor == 1.0  # presets give the fine-tuning rate itself
+    assert spec_of(cfg).training.later_lr_factor == 1.0  # presets give the fine-tuning rate itself
 
 
 def test_fixed_batchnorm_and_old_heads_stay_as_the_first_task_left_them(tmp_path):
@@ -123,7 +122,7 @@ def test_a_sequence_crashed_mid_task_resumes_to_the_uninterrupted_numbers(tmp_pa
 
     def epoch_end(task, epoch, stats):
         crash_on(task, epoch, stats)
-        if task.index == 1 and epoch == 0 and runner.progress.position.stage == "main":
+        if task.index == 1 and epoch == 0 and runner.checkpointer.position.stage == "main":
             raise Crash  # after the head stage and the first main epoch of the second set
 
     runner.logger.epoch_end = epoch_end

@@ -49,10 +49,12 @@ class Batch:
     is distorted on the device at each call; file data arrives distorted by the loader's workers
     as `images[:, k]` (n, views, C, H, W), and each call takes the next of those views.
     `forward(model)` draws a view and runs the model on it; the batch keeps the first such pass
-    (`first`), so an add-on reuses the method's forward pass instead of running it again.
+    (`first`), so an add-on reuses the method's forward pass instead of running it again. The
+    runner attaches `network`, the form of the model that runs its forward pass in training (a
+    DDP replica, a compiled graph), so a method reads its attributes from the model itself.
     `rehearsal`: exemplars of earlier tasks' classes are among the task's training data. With
-    several processes a batch holds this rank's `rows` of a global batch of `total` images, and
-    random draws are made for all `total` (see distributed.py).
+    several processes a batch holds this rank's `shard` of a global batch of `global_size` images,
+    and random draws are made for all of them (see distributed.py).
     """
 
     images: torch.Tensor
@@ -62,38 +64,40 @@ class Batch:
     generator: torch.Generator
     index: int = 0  # position in the epoch, for schedules within an epoch (DER's mask annealing)
     count: int = 1
-    rows: slice = field(default_factory=lambda: EVERY_ROW)
-    total: int | None = None  # None: the batch is all there is
+    shard: slice = field(default_factory=lambda: EVERY_ROW)
+    global_size: int | None = None  # None: the batch is all there is
     rehearsal: bool = False
     drawn: int = 0  # views taken so far (file data: which worker-made view comes next)
     first: Forward | None = None  # the first forward pass of the trained network on this batch
     targets: torch.Tensor | None = None  # a multi-label task's: 1 present, -1 absent, 0 difficult
     heads: Heads | None = None  # a sequence's: every image is scored by its own task's head
+    network: nn.Module | None = None  # what runs the model's forward pass (None: the model)
 
     @property
     def size(self) -> int:
         """Images in the whole batch, over all ranks."""
-        return self.total or len(self.labels)
+        return self.global_size or len(self.labels)
 
     def view(self) -> torch.Tensor:
         images = self.images
         if images.dim() == 5:  # views distorted by the file loader's workers
             images = images[:, self.drawn % images.shape[1]]
         self.drawn += 1
-        return self.augment(images, self.generator, self.rows, self.size)
+        return self.augment(images, self.generator, self.shard, self.size)
 
-    def forward(self, model: nn.Module) -> Forward:
-        """The model on a fresh view of the batch."""
-        inputs = self.view()
-        result = Forward(inputs, model(inputs))
+    def forward(self, model: nn.Module, inputs: torch.Tensor | None = None) -> Forward:
+        """The model on `inputs`, by default a fresh view of the batch."""
+        inputs = self.view() if inputs is None else inputs
+        network = model if self.network is None else self.network  # a module's truth value is its len()
+        result = Forward(inputs, network(inputs))
         if self.first is None:
             self.first = result
         return result
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise for these rows, drawn for the whole batch."""
+        """Standard normal noise for this shard, drawn for the whole batch."""
         shape = (self.size, *x.shape[1:])
-        return torch.randn(shape, device=x.device, generator=self.generator)[self.rows].to(x.dtype)
+        return torch.randn(shape, device=x.device, generator=self.generator)[self.shard].to(x.dtype)
 
     def clean(self) -> torch.Tensor:
         return self.augment.normalize(self.images[:, 0] if self.images.dim() == 5 else self.images)
@@ -131,7 +135,7 @@ class TaskData:
 
     def subset(self, keep: torch.Tensor, batch_size: int) -> "TaskData":
         """The images at positions `keep`, in batches of `batch_size`, one view per image
-        (DER's class-balanced stage). Every process passes over all of them."""
+        (a class-balanced stage). Every process passes over all of them."""
         loader = self.loader
         part = type(loader)(loader.images[keep], loader.labels[keep], batch_size, True, self.generator)
         return TaskData(part, self.task, self.augment, self.generator, self.rehearsal, heads=self.heads)
@@ -142,7 +146,7 @@ class TaskData:
 
     def own_batches(self) -> Iterator[Batch]:
         """One pass for work after training (importance): this process's share of the batches.
-        Sums over them are added up across processes with `total`."""
+        Sums over them are added up across processes with `sum_over_ranks`."""
         return (batch for batch in self.epoch() if self.owns(batch))
 
     def own_views(self) -> Iterator[torch.Tensor]:
@@ -153,7 +157,7 @@ class TaskData:
             if self.owns(batch):
                 yield x
 
-    def total(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def sum_over_ranks(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each value summed over the processes, all of them in one all-reduce."""
         if not self.ranks.active:
             return values
@@ -162,10 +166,14 @@ class TaskData:
         return {name: part.view_as(v) for (name, v), part in zip(values.items(), parts, strict=True)}
 
     def epoch(
-        self, order: torch.Tensor | None = None, start_batch: int = 0, ranks: Ranks = SINGLE
+        self,
+        order: torch.Tensor | None = None,
+        start_batch: int = 0,
+        ranks: Ranks = SINGLE,
+        network: nn.Module | None = None,
     ) -> Iterator[Batch]:
         """One pass; `order` and `start_batch` continue an interrupted one; with several
-        processes, this rank's rows of each batch."""
+        processes, this rank's shard of each batch; `network` runs the model's forward passes."""
         for span, images, labels in self.loader.shards(order, start_batch, ranks):
             targets = labels[:, 1:] if labels.dim() == 2 else None
             yield Batch(
@@ -176,12 +184,25 @@ class TaskData:
                 self.generator,
                 span.index,
                 len(self),
-                span.rows,
-                span.total,
+                span.shard,
+                span.global_size,
                 self.rehearsal,
                 targets=targets,
                 heads=self.heads,
+                network=network,
             )
+
+
+def balanced_subset(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Positions of a random subset with every class cut to the smallest class's count."""
+    classes, counts = labels.unique(return_counts=True)
+    keep = int(counts.min())
+    picks = []
+    for c in classes.tolist():
+        members = (labels == c).nonzero().squeeze(1)
+        order = torch.randperm(len(members), generator=generator, device=generator.device)
+        picks.append(members[order[:keep].to(members.device)])
+    return torch.cat(picks)
 
 
 def label_column(labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Load the configured data set (or sequence of data sets) and check it against what its
 config says it is."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from omegaconf import DictConfig
 
@@ -36,6 +36,14 @@ class Form:
             augment.flip,
             augment.get("brightness", 0.0),
         )
+
+    def with_channels(self, channels: int) -> "Form":
+        """Grey images replicated: each channel has the grey one's statistics."""
+        return replace(self, channels=channels, mean=self.mean * channels, std=self.std * channels)
+
+    def normalized(self, mean: list[float], std: list[float]) -> "Form":
+        """Another normalisation: pretrained weights bring their own, for every task."""
+        return replace(self, mean=list(mean), std=list(std))
 
 
 def load_splits(dataset: DictConfig) -> Splits:

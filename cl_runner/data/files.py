@@ -190,7 +190,7 @@ def batches(images, batch_size: int, pin: bool = False) -> Iterator[torch.Tensor
 class FileLoader(DeviceLoader):
     """`DeviceLoader` over files: the same batches, decoded and distorted by workers and moved
     to the labels' device; `order` and `start_batch` continue an interrupted epoch. Each rank
-    decodes only its own rows. With `views` > 1 (SD) every image is decoded with that many
+    decodes only its own shard. With `views` > 1 (SD) every image is decoded with that many
     independent distortions: batches of shape (n, views, 3, size, size)."""
 
     def __init__(self, images, labels, batch_size, shuffle, generator=None, views: int = 1):
@@ -211,17 +211,17 @@ class FileLoader(DeviceLoader):
             )
         for span, images in zip(todo, _iterate(self.loader), strict=True):
             # Labels are picked on the device from the device order: no host copy per batch.
-            labels = self.labels[order[span.start : span.start + span.total][span.rows]]
+            labels = self.labels[order[span.start : span.start + span.global_size][span.shard]]
             yield span, images.to(dev, non_blocking=True), labels
 
     @staticmethod
     def decode_list(order: list[int], todo: list, seed: int) -> list[list[tuple[int, int]]]:
         """This rank's batches as (image, distortion seed) pairs: one host copy of the order per
         epoch, plain lists for the workers. The seed follows the image's place in the epoch, so
-        every rank decodes its rows exactly as a single process would."""
+        every rank decodes its shard exactly as a single process would."""
         batches = []
         for span in todo:
-            where = range(span.start, span.start + span.total)[span.rows]
+            where = range(span.start, span.start + span.global_size)[span.shard]
             batches.append([(order[p], item_seed(seed, p)) for p in where])
         return batches
 

@@ -16,9 +16,9 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "ImageSet":
-        targets = None if self.targets is None else self.targets.to(device)
-        return ImageSet(self.images.to(device), self.labels.to(device), targets)
+    def with_images(self, images: torch.Tensor) -> "ImageSet":
+        """The same labels with other images (grey ones replicated to 3 channels)."""
+        return ImageSet(images, self.labels, self.targets)
 
     def subset(self, indices: torch.Tensor) -> "ImageSet":
         targets = None if self.targets is None else self.targets[indices]
@@ -29,6 +29,9 @@ class ImageSet:
 class Splits:
     train: ImageSet
     test: ImageSet
+
+    def __iter__(self):
+        return iter((self.train, self.test))
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple:

@@ -17,29 +17,29 @@ def random_crop(
     images: torch.Tensor,
     padding: int,
     generator: torch.Generator,
-    rows: slice = EVERY_ROW,
-    total: int | None = None,
+    shard: slice = EVERY_ROW,
+    global_size: int | None = None,
 ) -> torch.Tensor:
     """Zero-pad by `padding`, then cut a random HxW window per image (one gather, no loop).
-    `images` may be `rows` of a batch of `total`: the draws are made for all `total` images."""
+    `images` may be one rank's `shard` of a batch of `global_size`: the draws are made for all of it."""
     if padding <= 0:
         return images
     n, _, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
     dev = images.device
-    draws = (total or n,)
-    dy = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[rows]
-    dx = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[rows]
-    rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]  # n, h, 1
-    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]  # n, 1, w
+    draws = (global_size or n,)
+    dy = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[shard]
+    dx = torch.randint(0, 2 * padding + 1, draws, device=dev, generator=generator)[shard]
+    ys = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]  # n, h, 1
+    xs = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]  # n, 1, w
     batch = torch.arange(n, device=dev)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return padded.permute(0, 2, 3, 1)[batch, ys, xs].permute(0, 3, 1, 2)
 
 
 def random_flip(
-    images: torch.Tensor, generator: torch.Generator, rows: slice = EVERY_ROW, total: int | None = None
+    images: torch.Tensor, generator: torch.Generator, shard: slice = EVERY_ROW, global_size: int | None = None
 ) -> torch.Tensor:
-    flip = torch.rand(total or len(images), device=images.device, generator=generator)[rows] < 0.5
+    flip = torch.rand(global_size or len(images), device=images.device, generator=generator)[shard] < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -47,13 +47,13 @@ def random_brightness(
     images: torch.Tensor,
     strength: float,
     generator: torch.Generator,
-    rows: slice = EVERY_ROW,
-    total: int | None = None,
+    shard: slice = EVERY_ROW,
+    global_size: int | None = None,
 ) -> torch.Tensor:
     """torchvision's ColorJitter(brightness=strength) on [0, 1] images: each image times a
     factor drawn uniformly from [max(0, 1 - strength), 1 + strength], clipped to [0, 1]."""
     low, high = max(0.0, 1 - strength), 1 + strength
-    draws = torch.rand(total or len(images), device=images.device, generator=generator)[rows]
+    draws = torch.rand(global_size or len(images), device=images.device, generator=generator)[shard]
     factor = (low + (high - low) * draws).to(images.dtype)
     return (images * factor[:, None, None, None]).clamp_(0, 1)
 
@@ -98,17 +98,17 @@ class Augment:
         self,
         images: torch.Tensor,
         generator: torch.Generator,
-        rows: slice = EVERY_ROW,
-        total: int | None = None,
+        shard: slice = EVERY_ROW,
+        global_size: int | None = None,
     ) -> torch.Tensor:
-        """`images` are `rows` of a batch of `total` (all of it by default); random draws are
+        """`images` are one rank's `shard` of a batch of `global_size` (all of it by default); draws are
         made for the whole batch, so every rank of a run draws alike (see distributed.py)."""
-        images = random_crop(images, self.crop_padding, generator, rows, total)
+        images = random_crop(images, self.crop_padding, generator, shard, global_size)
         if self.flip:
-            images = random_flip(images, generator, rows, total)
+            images = random_flip(images, generator, shard, global_size)
         if self.brightness:
             unit = images.to(torch.get_default_dtype()) / 255.0
-            images = random_brightness(unit, self.brightness, generator, rows, total)
+            images = random_brightness(unit, self.brightness, generator, shard, global_size)
         return self.normalize(images)
 
 
@@ -119,16 +119,16 @@ class Span:
 
     index: int
     start: int
-    total: int
-    rows: slice
+    global_size: int
+    shard: slice
 
 
 def spans(num_images: int, batch_size: int, start_batch: int, ranks: Ranks) -> Iterator[Span]:
     starts = range(start_batch * batch_size, num_images, batch_size)
     for index, start in enumerate(starts, start=start_batch):
-        total = min(batch_size, num_images - start)
-        if total >= ranks.world:  # else some rank would get no image: every rank skips it
-            yield Span(index, start, total, ranks.rows(total))
+        size = min(batch_size, num_images - start)
+        if size >= ranks.world:  # else some rank would get no image: every rank skips it
+            yield Span(index, start, size, ranks.shard(size))
 
 
 class DeviceLoader:
@@ -169,8 +169,8 @@ class DeviceLoader:
             yield images, labels
 
     def shards(self, order: torch.Tensor | None, start_batch: int, ranks: Ranks):
-        """One pass as (span, images, labels): this rank's rows of every batch."""
+        """One pass as (span, images, labels): this rank's shard of every batch."""
         order = self.start_epoch(order)
         for span in spans(len(self.labels), self.batch_size, start_batch, ranks):
-            idx = order[span.start : span.start + span.total][span.rows]
+            idx = order[span.start : span.start + span.global_size][span.shard]
             yield span, self.images[idx], self.labels[idx]

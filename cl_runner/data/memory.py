@@ -79,7 +79,6 @@ class ExemplarMemory:
         self.size, self.per_class, self.selection = size, per_class, selection
         self.generator = torch.Generator().manual_seed(seed)
         self.by_class: dict[int, torch.Tensor] = {}  # label -> train indices, best first
-        self.train: ImageSet | None = None
 
     @property
     def enabled(self) -> bool:
@@ -99,9 +98,9 @@ class ExemplarMemory:
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_class.values())
 
-    def exemplars(self) -> ImageSet:
-        """The stored exemplars' images and labels (class-balanced after every update)."""
-        return self.train.subset(self.indices().to(self.train.labels.device))
+    def exemplars(self, train: ImageSet) -> ImageSet:
+        """The stored exemplars' images and labels in `train` (class-balanced after every update)."""
+        return train.subset(self.indices().to(train.labels.device))
 
     def update(self, train: ImageSet, new_labels: range, embed, ranks: Ranks = SINGLE) -> None:
         """Shrink old classes to the new quota, then select exemplars of `new_labels`.
@@ -114,7 +113,6 @@ class ExemplarMemory:
         """
         if not self.enabled:
             return
-        self.train = train
         m = self.quota(new_labels.stop)
         for c in self.by_class:
             self.by_class[c] = self.by_class[c][:m]

@@ -16,14 +16,43 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def recipe_lines(recipe: dict) -> list[str]:
+    """What a run's recipe (method_dataset/) and preset (experiment/) set, one line each: every
+    key the file sets, with the value the run has (long lists shortened; `_target_`s by name)."""
+
+    def short(value) -> str:
+        if isinstance(value, list) and len(value) > 6:
+            return f"[{', '.join(map(str, value[:3]))}, ... ({len(value)} values)]"
+        return str(value)
+
+    lines = []
+    for kind in ("recipe", "preset"):
+        name = recipe.get(kind)
+        if name:
+            keys = recipe.get("sets", {}).get(name, {})
+            shown = [f"{k[: -len('._target_')]}={str(v).rsplit('.', 1)[-1]}" if k.endswith("._target_")
+                     else f"{k}={short(v)}" for k, v in keys.items()]  # fmt: skip
+            lines.append(f"{kind} {name} sets: " + ", ".join(shown))
+    return lines
+
+
 class ConsoleLogger(Logger):
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
         self.progress: Progress | None = None
 
-    def task_start(self, task, epochs, batches_per_epoch):
+    def run_start(self, results: Results):
+        """The recipe and preset the run applied, and what they set: nothing is picked silently."""
+        for line in recipe_lines(results.recipe):
+            self.console.print(line, highlight=False)
+            log.info("%s", line)
+
+    def stage_start(self, task, stage, epochs, batches_per_epoch):
+        if self.progress is not None:
+            self.progress.stop()
+        label = f"task {task.index} ({task.size} classes)" + ("" if stage == "main" else f" {stage}")
         self.progress = Progress(
-            TextColumn(f"task {task.index} ({task.size} classes)"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
@@ -46,16 +75,17 @@ class ConsoleLogger(Logger):
     def task_end(self, results: Results):
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
         step = results.steps[-1]
         t = len(results.steps) - 1
         table = Table(title=f"after task {t}: {len(step['classes'])} new classes", title_justify="left")
         named = step.get("name") is not None  # a sequence of data sets: name them, show the drops
-        nme = results.rows["nme"][t] if "nme" in results.kinds else None  # a memory: iCaRL's classifier
+        nme = results.matrices["nme"][t] if "nme" in results.kinds else None  # a memory: iCaRL's classifier
         columns = ["task", "class-IL acc", "task-IL acc", "forgetting (class-IL)"]
         columns += (["NME acc"] if nme else []) + (["drop (task-IL)"] if named else [])
         for column in columns:
             table.add_column(column, justify="right")
-        class_il, task_il = results.rows["class_il"][t], results.rows["task_il"][t]
+        class_il, task_il = results.matrices["class_il"][t], results.matrices["task_il"][t]
         for j in range(t + 1):
             forgetting = step["forgetting"][j] if j < t else None
             cells = [str(j), _pct(class_il[j]), _pct(task_il[j]), _pct(forgetting)]
@@ -63,7 +93,7 @@ class ConsoleLogger(Logger):
                 cells.append(_pct(nme[j]))
             if named:
                 cells[0] = f"{j} {results.steps[j]['name']}"
-                cells.append(_pct(task_il[j] - results.rows["task_il"][j][j]))
+                cells.append(_pct(task_il[j] - results.matrices["task_il"][j][j]))
             table.add_row(*cells)
         summary = results.summary()
         table.add_section()

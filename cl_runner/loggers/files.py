@@ -22,8 +22,8 @@ def csv_text(results: Results) -> str:
         for j in range(t + 1):
             forgetting = (step["forgetting"][j], step["forgetting_task_il"][j]) if j < t else ("", "")
             writer.writerow(
-                [t, j, results.rows["class_il"][t][j], results.rows["task_il"][t][j], *forgetting]
-                + ([results.rows["nme"][t][j]] if nme else [])
+                [t, j, results.matrices["class_il"][t][j], results.matrices["task_il"][t][j], *forgetting]
+                + ([results.matrices["nme"][t][j]] if nme else [])
             )
     return out.getvalue()
 

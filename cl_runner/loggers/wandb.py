@@ -63,7 +63,7 @@ def step_metrics(results: Results) -> dict:
     if step.get("seen_acc_nme") is not None:
         row["eval/seen_acc_nme"] = step["seen_acc_nme"]
     for kind in results.kinds:
-        for j, acc in enumerate(results.rows[kind][t]):
+        for j, acc in enumerate(results.matrices[kind][t]):
             row[f"eval/{kind}/acc_task_{j}"] = acc
         if t > 0:
             key = STEP_KEYS[kind][1]
@@ -89,6 +89,7 @@ class WandbLogger(Logger):
     ):
         self.run = None
         self.epoch = 0
+        self.stage = "main"  # the stage whose epochs are being logged
         mode = resolve_mode(mode)
         if mode == "disabled":
             return
@@ -131,9 +132,14 @@ class WandbLogger(Logger):
         except Exception as error:
             self.fail(error)
 
+    def stage_start(self, task, stage, epochs, batches_per_epoch):
+        self.stage = stage
+
     def epoch_end(self, task, epoch, stats):
         self.epoch += 1
-        row = {f"train/{k}": v for k, v in stats.items()}
+        # the head and main stages are "train/"; a stage of its own (DER's balanced) is "train/<stage>/"
+        prefix = "train/" if self.stage in ("head", "main") else f"train/{self.stage}/"
+        row = {f"{prefix}{k}": v for k, v in stats.items()}
         self._safely(lambda: self.run.log({**row, "train/task": task.index, "epoch": self.epoch}))
 
     def task_end(self, results: Results):

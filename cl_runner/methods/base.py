@@ -1,18 +1,24 @@
 """The method interface. The runner owns the loop (optimizer, schedule, AMP, backward, step,
 evaluation, memory, checkpoints, logging); a method adds only what makes it that method, and an
-add-on adds a loss term to any method. Both see the data only as `Batch` and `TaskData`.
+add-on adds a loss term to any method. Both see the data only as `Batch` and `TaskData`, and the
+network as the `ContinualNet` it is (never a DDP or compiled wrapper).
 
 The runner calls, for each task:
 
     model.add_head(task.size); method.before_task(task, model, memory)
-    for each stage ("head" for `head_epochs` epochs from the second task on, then "main"):
+    for each of method.stages(task, rehearsal) that trains the task ("head", "main"):
+        method.stage_start(stage, model, data)
         for each epoch: method.epoch_start(...)      (main stage)
             for each batch: loss, parts = method.training_loss(batch, model)
                             loss, parts = addon.training_loss(loss, parts, batch, model, method)
                             backward, optimizer step, method.after_step(model, lr, momentum)
     BatchNorm recalibration, memory.update(...), method.after_task(task, model, memory, data)
+    each stage after the task's work (DER's balanced classifier stage), its own loss per batch
     evaluation, checkpoint (method.state_dict())
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +28,35 @@ from cl_runner.data.batch import Batch, TaskData
 from cl_runner.data.schedule import Task
 from cl_runner.errors import ConfigError
 from cl_runner.models import IncrementalNet
+
+#: what a stage trains: every trainable parameter | the newest task's head | the classifier
+#: (`ContinualNet.classifier_parameters`); the last two with the rest frozen and in eval mode
+TRAINS = ("all", "head", "classifier")
+#: what it trains on: the task's data (new classes plus exemplars) | that data with every class
+#: cut to the smallest class's count
+DATA = ("task", "balanced")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of learning a task. The runner runs every stage alike: its optimizer, AMP, the
+    non-finite check, stopping on a signal, checkpoints within it, its phase time. What is left
+    None is the training schedule's (train.*, the first task's own where it has one)."""
+
+    name: str
+    epochs: int | None = None
+    trains: str = "all"
+    data: str = "task"
+    after_task: bool = False  # runs after the memory update and `method.after_task`
+    lr: float | None = None  # None: train.lr x the method's lr_scale (x later_lr_factor)
+    milestones: tuple[int, ...] | None = None  # given: a multistep schedule of its own
+    gamma: float = 0.1
+    momentum: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    #: (batch, model) -> (loss, parts) instead of the method's `training_loss`; such a stage
+    #: adds no add-on terms and calls no `after_step`
+    loss: Callable | None = None
 
 
 def require(condition: bool, message: str) -> None:
@@ -70,6 +105,16 @@ class Method:
     trains_old_heads: bool = False
     #: the method rehearses exemplars (iCaRL, WA): a run without a memory is a config error
     needs_memory: bool = False
+
+    def stages(self, task: Task, rehearsal: bool) -> list[Stage]:
+        """How the task is learnt: `head_epochs` of the new head alone (not on the first task),
+        then the main stage; `rehearsal`: exemplars are among the task's training data."""
+        head = [Stage("head", self.head_epochs, trains="head")] if self.head_epochs and task.index > 0 else []
+        return [*head, Stage("main")]
+
+    def stage_start(self, stage: Stage, model: nn.Module, data: TaskData) -> None:
+        """Called when a stage begins (not again when a resume continues inside it), after its
+        data is drawn (DER resets its classifier before the balanced stage)."""
 
     def training_classes(self, task: Task) -> range:
         """Labels whose training data the runner feeds in this task (memory comes on top)."""

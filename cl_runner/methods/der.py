@@ -19,35 +19,23 @@ softmax temperature, on a class-balanced subset of the task's training data: the
 the memory as it was before this task (the official `_after_task` re-trains the classifier
 before it builds the new exemplars), every class cut to the smallest class's count, with the
 training distortions drawn anew each epoch. The extractors run in eval mode and do not move.
+The runner runs that stage ("balanced") as any other: SGD with momentum 0.9 and weight decay
+5e-4 as the official `finetune_last_layer` (inclearn/convnet/utils.py) takes them.
 """
 
 import functools
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from cl_runner.methods.base import Batch, Method, TaskData, require
+from cl_runner.methods.base import Batch, Method, Stage, TaskData, require
 from cl_runner.models.expandable import ExpandableNet, MaskSettings
-from cl_runner.modes import eval_mode
 
 
 def mask_scale(index: int, count: int, s_max: float) -> float:
     """HAT's annealing: 1/s_max at the epoch's first batch, s_max at its last."""
     progress = index / (count - 1) if count > 1 else 1.0
     return 1 / s_max + (s_max - 1 / s_max) * progress
-
-
-def balanced_subset(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Positions of a random subset with every class cut to the smallest class's count."""
-    classes, counts = labels.unique(return_counts=True)
-    keep = int(counts.min())
-    picks = []
-    for c in classes.tolist():
-        members = (labels == c).nonzero().squeeze(1)
-        order = torch.randperm(len(members), generator=generator, device=generator.device)
-        picks.append(members[order[:keep].to(members.device)])
-    return torch.cat(picks)
 
 
 class DER(Method):
@@ -90,11 +78,37 @@ class DER(Method):
         self.balanced_milestones = list(balanced_milestones if balanced_milestones is not None else [15])
         self.balanced_temperature, self.balanced_batch_size = balanced_temperature, balanced_batch_size
 
-    def epoch_start(self, epoch: int, model: nn.Module, data: TaskData) -> None:
+    def stages(self, task, rehearsal: bool) -> list[Stage]:
+        """Representation learning, then (with exemplars, from the second task) the classifier
+        alone on the class-balanced data, after the task's pruning."""
+        stages = super().stages(task, rehearsal)
+        if task.index > 0 and self.balanced_epochs and rehearsal:
+            stages.append(
+                Stage(
+                    "balanced",
+                    self.balanced_epochs,
+                    trains="classifier",
+                    data="balanced",
+                    after_task=True,
+                    lr=self.balanced_lr,
+                    milestones=tuple(self.balanced_milestones),
+                    momentum=0.9,
+                    weight_decay=5e-4,
+                    batch_size=self.balanced_batch_size,
+                    loss=self.balanced_loss,
+                )
+            )
+        return stages
+
+    def stage_start(self, stage: Stage, model: ExpandableNet, data: TaskData) -> None:
+        if stage.name == "balanced":
+            model.reset_classifiers(data.generator, aux=False)  # section 3.3: a fresh classifier
+
+    def epoch_start(self, epoch: int, model: ExpandableNet, data: TaskData) -> None:
         if self.reset_classifiers_epoch and epoch == self.reset_classifiers_epoch:
             model.reset_classifiers(data.generator)  # the official warm-up's end: both classifiers
 
-    def training_loss(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, dict]:
+    def training_loss(self, batch: Batch, model: ExpandableNet) -> tuple[torch.Tensor, dict]:
         masks = model.masks
         if masks is not None:
             masks.set_scale(mask_scale(batch.index, batch.count, self.s_max))
@@ -113,33 +127,17 @@ class DER(Method):
             parts["sparsity"] = sparsity.detach()
         return loss, parts
 
-    def after_step(self, model: nn.Module, lr: float, momentum: float) -> None:
+    def balanced_loss(self, batch: Batch, model: ExpandableNet) -> tuple[torch.Tensor, dict]:
+        """The classifier learning stage: cross-entropy of the logits divided by T."""
+        with torch.no_grad():
+            features, _ = model.features(batch.view())
+        loss = F.cross_entropy(model.classifier(features) / self.balanced_temperature, batch.labels)
+        return loss, {"ce": loss.detach()}
+
+    def after_step(self, model: ExpandableNet, lr: float, momentum: float) -> None:
         if model.masks is not None:
             model.masks.clamp_()
 
-    def after_task(self, task, model: nn.Module, memory, data: TaskData) -> None:
+    def after_task(self, task, model: ExpandableNet, memory, data: TaskData) -> None:
         if model.masks is not None:
             model.prune_last()
-        if task.index > 0 and self.balanced_epochs and data.rehearsal:
-            self.retrain_classifier(model, data)
-
-    @torch.enable_grad()
-    def retrain_classifier(self, model: ExpandableNet, data: TaskData) -> None:
-        """SGD on a reset classifier alone over the class-balanced data, logits divided by T."""
-        stage = data.subset(balanced_subset(data.labels, data.generator), self.balanced_batch_size)
-        model.reset_classifiers(data.generator, aux=False)
-        classifier = model.classifier
-        optimizer = torch.optim.SGD(
-            classifier.parameters(), lr=self.balanced_lr, momentum=0.9, weight_decay=5e-4
-        )
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.balanced_milestones, gamma=0.1)
-        with eval_mode(model):
-            for _ in range(self.balanced_epochs):
-                for batch in stage:
-                    with torch.no_grad():
-                        features, _ = model.features(batch.view())
-                    loss = F.cross_entropy(classifier(features) / self.balanced_temperature, batch.labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                schedule.step()

@@ -19,7 +19,6 @@ class FeatureExtraction(Method):
     def __init__(self, hidden: int = 4096, lr_scale: float = 5.0, head_epochs: int = 0):
         require(hidden >= 0, f"method.hidden={hidden} is invalid: expected an integer >= 0")
         require(lr_scale > 0, f"method.lr_scale={lr_scale} is invalid: expected a number > 0")
-        require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
         self.network = partial(PartlyFrozenNet, hidden=hidden)
         self.lr_scale, self.head_epochs = lr_scale, head_epochs
 

@@ -8,13 +8,12 @@ from functools import partial
 from torch import nn
 
 from cl_runner.data.schedule import Task
-from cl_runner.methods.base import Method, require
+from cl_runner.methods.base import Method
 from cl_runner.models.frozen import PartlyFrozenNet
 
 
 class FinetuneFC(Method):
     def __init__(self, head_epochs: int = 0):
-        require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
         self.network = partial(PartlyFrozenNet, keep_learning=("fc",))
         self.head_epochs = head_epochs  # the LwF paper's warm-up
 

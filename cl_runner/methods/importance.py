@@ -72,6 +72,6 @@ def sample_importance(
 def mean_over_processes(data: TaskData, sums: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
     """The sums of every process's batches over all their samples (one process: as they are)."""
     device = next(iter(sums.values())).device
-    totals = data.total({**sums, "count": torch.tensor(float(count), device=device)})
+    totals = data.sum_over_ranks({**sums, "count": torch.tensor(float(count), device=device)})
     n = totals.pop("count").clamp(min=1)
     return {name: value / n for name, value in totals.items()}

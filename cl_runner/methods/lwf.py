@@ -30,7 +30,6 @@ class LwF(WithTeacher):
     def __init__(self, lamb: float = 1.0, T: float = 2.0, head_epochs: int = 0, all_logits: bool = False):
         require(lamb >= 0, f"method.lamb={lamb} is invalid: expected a number >= 0")
         require(T > 0, f"method.T={T} is invalid: expected a number > 0")
-        require(head_epochs >= 0, f"method.head_epochs={head_epochs} is invalid: expected >= 0")
         self.lamb, self.T, self.head_epochs, self.all_logits = lamb, T, head_epochs, all_logits
         self.old_heads: list[int] = []  # sizes of the heads the teacher answers for
 

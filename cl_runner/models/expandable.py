@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cl_runner.models.channels import channel_plan
+from cl_runner.models.continual import ContinualNet
 from cl_runner.models.masks import ChannelMasks
 from cl_runner.models.pruning import prune_channels
 
@@ -47,7 +48,7 @@ def reset_linear(layer: nn.Linear, generator: torch.Generator | None = None) -> 
         nn.init.zeros_(layer.bias)
 
 
-class ExpandableNet(nn.Module):
+class ExpandableNet(ContinualNet):
     def __init__(
         self,
         backbone: nn.Module,
@@ -68,21 +69,28 @@ class ExpandableNet(nn.Module):
         self.kept: list[list[list[int]] | None] = []  # per extractor: kept channels per group
         self.classifier: nn.Linear | None = None
         self.aux_classifier: nn.Linear | None = None
-        self.task_sizes: list[int] = []
+        self.sizes: list[int] = []
+
+    @property
+    def task_sizes(self) -> list[int]:
+        return list(self.sizes)
 
     @property
     def feature_dim(self) -> int:
         return sum(extractor.feature_dim for extractor in self.extractors)
 
-    @property
-    def num_classes(self) -> int:
-        return sum(self.task_sizes)
+    def head_parameters(self) -> list[nn.Parameter]:
+        """One classifier over all classes: it is the newest task's head too."""
+        return list(self.classifier.parameters())
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters())
 
     def add_head(self, num_classes: int) -> None:
         """Grow for a new task: a new extractor (after the first task), a wider classifier, a new
         auxiliary classifier."""
         device = next(self.extractors[0].parameters()).device
-        if self.task_sizes:
+        if self.sizes:
             self.drop_masks()
             source = self.template if self.template is not None else self.extractors[-1]
             self.extractors.append(copy.deepcopy(source).requires_grad_(True))
@@ -102,9 +110,9 @@ class ExpandableNet(nn.Module):
                 self.classifier.weight[: old.out_features, : old.in_features] = old.weight
                 if self.bias:
                     self.classifier.bias[: old.out_features] = old.bias
-        first = not self.task_sizes
+        first = not self.sizes
         self.aux_classifier = None if first else linear(self.dense_dim, num_classes + 1, self.bias, device)
-        self.task_sizes.append(num_classes)
+        self.sizes.append(num_classes)
 
     def reset_classifiers(self, generator: torch.Generator | None = None, aux: bool = True) -> None:
         """Fresh weights for the classifier (and the auxiliary one), as the official code does

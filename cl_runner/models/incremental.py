@@ -6,9 +6,14 @@ slice of a task's own head (see `evaluate.py`).
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cl_runner.models.continual import ContinualNet
 
 
-class IncrementalNet(nn.Module):
+class IncrementalNet(ContinualNet):
+    takes_pretrained_head = True
+
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
@@ -17,10 +22,6 @@ class IncrementalNet(nn.Module):
     @property
     def feature_dim(self) -> int:
         return self.backbone.feature_dim
-
-    @property
-    def num_classes(self) -> int:
-        return sum(head.out_features for head in self.heads)
 
     @property
     def task_sizes(self) -> list[int]:
@@ -35,15 +36,23 @@ class IncrementalNet(nn.Module):
         self.heads.append(head)
         return head
 
-    def load_pretrained_head(self) -> None:
-        """The last head becomes the pretrained network's own classifier (`backbone.pretrained`)."""
-        weight = self.backbone.pretrained.classifier["weight"]
-        head = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device)
-        head.load_state_dict(self.backbone.pretrained.classifier)
-        self.heads[-1] = head.to(next(self.backbone.parameters()).device)
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads[-1].parameters())
 
-    def param_counts(self) -> dict[str, int]:
-        return {"params": sum(p.numel() for p in self.parameters())}
+    def old_head_parameters(self) -> list[nn.Parameter]:
+        return [p for head in list(self.heads)[:-1] for p in head.parameters()]
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads.parameters())
+
+    def shared_batchnorms(self) -> list[_BatchNorm]:
+        return [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)]
+
+    def load_pretrained_head(self, classifier: dict) -> None:
+        weight = classifier["weight"]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.load_state_dict(classifier)
+        self.heads[-1] = head.to(next(self.backbone.parameters()).device)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(x)
