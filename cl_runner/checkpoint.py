@@ -74,6 +74,36 @@ def load(folder: Path, device: torch.device) -> dict:
         raise ConfigError(f"resume: {path} is unreadable ({type(error).__name__}: {error})") from None
 
 
+class Scratch:
+    """A checkpointer that keeps nothing (the hyper-parameter search's trials): every stage
+    starts at its first epoch and nothing is ever due."""
+
+    pending_subset = None
+    folder = None
+
+    def continue_stage(self, stage: str) -> tuple[int, None]:
+        return 0, None
+
+    def restore_optimizer(self, optimizer, scaler) -> None:
+        pass
+
+    def begin_epoch(self, stage: str, epoch: int, continuing: bool) -> int:
+        self.position = Position(0, stage, epoch, fresh=False)
+        return 0
+
+    def end_epoch(self) -> None:
+        pass
+
+    def stopped_after(self, batch: int) -> None:
+        pass
+
+    def due(self) -> bool:
+        return False
+
+    def save(self, *args, **kwargs) -> None:
+        pass
+
+
 class Checkpointer:
     """Where the run stands and how to continue it: the position in the schedule, the optimizer
     state and epoch order of a stage a resume continues mid-way, and when the next checkpoint

@@ -15,19 +15,23 @@ are listed as skipped with the reason.
 
 import argparse
 import csv
+import hashlib
+import importlib
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cl_runner.dicts import flatten
 from cl_runner.labels import KINDS, NME, method_label, protocol_label
-from cl_runner.papers import lookup
+from cl_runner.papers import lookup, registry
+from cl_runner.stats import ALPHA, confidence_interval, holm, paired
 
 METRICS = ("avg_incremental_acc", "last_acc", "avg_forgetting", "bwt")
 NME_METRICS = ("avg_incremental_acc", "last_acc")  # iCaRL's classifier beside the network's (PyCIL)
 SHORT = {"avg_incremental_acc": "avg", "last_acc": "last", "avg_forgetting": "forgetting", "bwt": "BWT"}
+LABEL = ("method", "dataset", "backbone", "schedule", "differs")  # a row's name in plots and task tables
 NOT_GROUPED = ("seed", "device", "resume", "logger", "checkpoint")  # keys that never change results
 
 
@@ -39,7 +43,9 @@ class Group:
 
     @property
     def label(self) -> str:
-        return " | ".join(v for v in self.columns.values() if v)
+        """method | data set | backbone | schedule (| what differs): the protocol's other keys
+        are in the table's title."""
+        return " | ".join(self.columns[c] for c in LABEL if self.columns.get(c))
 
     @property
     def seeds(self) -> list:
@@ -84,16 +90,32 @@ class Group:
         """The per-step accuracy the paper's numbers are comparable with."""
         return "seen_acc_top5" if self.paper.get("metric") == "top5" else "seen_acc"
 
+    def by_seed(self, kind: str, metric: str) -> dict:
+        """seed -> value, for pairing a method's runs with a baseline's."""
+        return {
+            run["config"].get("seed"): run["summary"][kind][metric]
+            for run in self.runs
+            if (run["summary"].get(kind) or {}).get(metric) is not None
+        }
+
+    def comparable_runs(self, metric: str) -> list[float]:
+        """Each run's value of the paper's metric (top-1 summary or top-5 curve)."""
+        if self.curve_key == "seen_acc":
+            return self.values("class_il", metric)
+        return [sum(c) / len(c) if metric == "avg_incremental_acc" else c[-1] for c in self.curves() if c]
+
+    def params_millions(self) -> list[float]:
+        """Each run's parameter count after its last task, in millions."""
+        counts = [run["steps"][-1].get("params") for run in self.runs if run["steps"]]
+        return [c / 1e6 for c in counts if c is not None]
+
     def curves(self) -> list[list[float]]:
         return [[s[self.curve_key] for s in run["steps"]] for run in self.runs]
 
     def comparable(self, metric: str) -> float | None:
         """Our mean over seeds of the paper's metric: average incremental or last accuracy,
         class-IL, top-1 (the summary) or top-5 (from the per-step curve)."""
-        if self.curve_key == "seen_acc":
-            return mean_std(self.values("class_il", metric))[0]
-        per_run = [sum(c) / len(c) if metric == "avg_incremental_acc" else c[-1] for c in self.curves() if c]
-        return mean_std(per_run)[0]
+        return mean_std(self.comparable_runs(metric))[0]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -150,14 +172,57 @@ def group_key(config: dict) -> str:
 
 
 def columns_of(run: dict) -> dict[str, str]:
+    """A row's label columns: the protocol's (`PROTOCOL`: one table each) and what legitimately
+    differs between the methods of one table (backbone, epochs, exemplar selection)."""
     config, choices = run["config"], run.get("choices", {})
+    memory = config.get("memory") or {}
+    train = config.get("train") or {}
     return {
         "method": method_label(choices),
         "dataset": choices.get("dataset", "?"),
         "backbone": choices.get("backbone", "?"),
         "schedule": protocol_label(config),
+        "memory": memory_label(memory),
+        "class order": order_label(config),
+        "validation": validation_label(config),
+        "epochs": str(train.get("epochs", "?")),
+        "selection": memory.get("selection", "-") if memory_label(memory) != "no memory" else "-",
         "differs": "",
     }
+
+
+def memory_label(memory: dict) -> str:
+    if memory.get("size"):
+        return f"{memory['size']} exemplars"
+    return f"{memory['per_class']} per class" if memory.get("per_class") else "no memory"
+
+
+def order_label(config: dict) -> str:
+    """The class order: a listed one (named by a short digest), or the seed of the permutation."""
+    listed = config.get("class_order")
+    if listed:
+        digest = hashlib.sha1(json.dumps(list(listed)).encode()).hexdigest()[:6]
+        return f"listed ({digest})"
+    seed = config.get("class_order_seed")
+    return f"seed {seed}" if seed is not None else "0..C-1"
+
+
+def validation_label(config: dict) -> str:
+    """The held-out split of the protocol; a method that holds images out as part of itself
+    (BiC's bias stage) runs the protocol without one."""
+    held = config.get("validation") or 0
+    target = (config.get("method") or {}).get("_target_", "")
+    if held and holds_out_itself(target):
+        return "none"
+    return f"{held}" if held else "none"
+
+
+def holds_out_itself(target: str) -> bool:
+    module, _, name = target.rpartition(".")
+    try:
+        return bool(getattr(getattr(importlib.import_module(module), name), "needs_validation", False))
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def group_runs(folders: list[Path]) -> tuple[list[Group], list[tuple[Path, str]]]:
@@ -193,40 +258,143 @@ def differing(group: Group, others: list[Group]) -> str:
     return ", ".join(f"{k}={mine.get(k)}" for k in dict.fromkeys(keys))
 
 
-PROTOCOL = ("dataset", "schedule")  # one paper table: its methods may differ in backbone (DER's table)
+#: one table each: runs that differ in any of these never share one (the seed and the method's own
+#: settings, its backbone, epochs and exemplar selection among them, may differ within it)
+PROTOCOL = ("dataset", "schedule", "memory", "class order", "validation")
 
 
 def protocol(group: Group) -> tuple[str, ...]:
     return tuple(group.columns[c] for c in PROTOCOL)
 
 
-def table_rows(groups: list[Group]) -> tuple[list[str], list[list[str]]]:
-    """One row per setting, grouped by protocol and sorted by method within it: each protocol's
-    rows are one paper table. Nearest-mean-of-exemplars columns where a run had a memory."""
-    header = ["method", "dataset", "backbone", "schedule", "differs", "seeds"]
+def table_rows(groups: list[Group], against: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """One row per setting, grouped by protocol: each protocol's rows are one paper table, in
+    the paper's row order where the preset has paper numbers (then by method), with a row for
+    each of the paper's methods that no run here matches (its own numbers only). #P: the
+    network's parameters after the last task, in millions; the 95% confidence interval (t) of
+    the class-IL average incremental accuracy. Nearest-mean-of-exemplars columns where a run had
+    a memory. `against` (a method, or `best`): each row's class-IL average against that row of
+    its table over the seeds both ran, paired t-test and Wilcoxon p-values, Holm-corrected over
+    the table's comparisons, `*` where the corrected p is below 0.05."""
+    header = ["method", "dataset", "backbone", "schedule", "memory", "class order", "validation", "epochs",
+              "selection", "differs", "seeds", "#P (M)"]  # fmt: skip
     header += [f"{kind.replace('_il', '-IL')} {SHORT[m]}" for kind in KINDS for m in METRICS]
+    header += ["class-IL avg 95% CI"]
     with_nme = any(run["summary"].get(NME) for g in groups for run in g.runs)
     if with_nme:
         header += [f"NME {SHORT[m]}" for m in NME_METRICS]
     with_paper = any(g.paper for g in groups)
     if with_paper:
-        header += ["paper avg", "paper last", "Δ avg", "Δ last"]
+        header += ["paper avg", "paper last", "Δ avg", "Δ last", "paper #P (M)"]
+    if against:
+        header += [f"vs {against}: Δ avg", "pairs", "p (t, Holm)", "p (Wilcoxon)"]
     table = []
-    for g in sorted(groups, key=lambda g: (protocol(g), g.label)):
-        row = [*g.columns.values(), str(len(g.runs))]
-        row += [fmt(*mean_std(g.values(kind, m))) for kind in KINDS for m in METRICS]
-        if with_nme:
-            row += [fmt(*mean_std(g.values(NME, m))) for m in NME_METRICS]
-        if with_paper:
-            paper = g.paper
-            ours = {m: g.comparable(m) for m in ("avg_incremental_acc", "last_acc")}
-            row += [fmt(paper.get(m), None) for m in ("avg_incremental_acc", "last_acc")]
-            row += [
-                fmt(ours[m] - paper[m], None) if paper.get(m) is not None and ours[m] is not None else "-"
-                for m in ("avg_incremental_acc", "last_acc")
-            ]
-        table.append(row)
+    for key in sorted({protocol(g) for g in groups}):
+        members = [g for g in groups if protocol(g) == key]
+        paper_rows = [row for preset in presets_of(members) for row in registry().get(preset, [])]
+        order = {id(row): i for i, row in enumerate(paper_rows)}
+        tests = comparisons(members, against) if against else {}
+        ranked = []  # (place in the paper's table, row): runs the paper lacks go last
+        for g in members:
+            row = [*g.columns.values(), str(len(g.runs)), fmt(*mean_std(g.params_millions()))]
+            row += [fmt(*mean_std(g.values(kind, m))) for kind in KINDS for m in METRICS]
+            row.append(fmt_interval(confidence_interval(g.values("class_il", "avg_incremental_acc"))))
+            if with_nme:
+                row += [fmt(*mean_std(g.values(NME, m))) for m in NME_METRICS]
+            if with_paper:
+                row += paper_cells(g.paper, {m: g.comparable(m) for m in PAPER_METRICS})
+            if against:
+                row += comparison_cells(tests.get(id(g)))
+            ranked.append((order.get(id(g.paper), len(order)), g.label, row))
+        ran = {id(g.paper) for g in members}
+        for paper in paper_rows:  # the paper's rows that nothing here ran: its numbers alone
+            if id(paper) in ran:
+                continue
+            why = f" ({paper['not_run']})" if paper.get("not_run") else ""
+            columns = {**members[0].columns, "method": paper["method"], "backbone": "-", "epochs": "-",
+                       "selection": "-", "differs": f"paper only: {paper['label']}{why}"}  # fmt: skip
+            row = [*columns.values(), "0", "-"] + ["-"] * (len(KINDS) * len(METRICS) + 1)
+            row += ["-"] * (len(NME_METRICS) if with_nme else 0)
+            row += paper_cells(paper, {})
+            row += comparison_cells(None) if against else []
+            ranked.append((order[id(paper)], "", row))
+        table += [row for *_, row in sorted(ranked, key=lambda r: r[:2])]
     return header, table
+
+
+def baseline_of(members: list[Group], against: str) -> Group | None:
+    """The table's row the others are compared with: the named method's (the one without a
+    `differs` first), or `best`, the highest mean class-IL average incremental accuracy."""
+    if against == "best":
+        scored = [(mean_std(g.values("class_il", "avg_incremental_acc"))[0], g) for g in members]
+        scored = [(m, g) for m, g in scored if m is not None]
+        return max(scored, key=lambda x: x[0])[1] if scored else None
+    named = [g for g in members if g.columns["method"] == against]
+    return min(named, key=lambda g: (bool(g.columns.get("differs")), g.label)) if named else None
+
+
+def comparisons(members: list[Group], against: str) -> dict:
+    """id(group) -> its paired comparison with the table's baseline, Holm over the table."""
+    base = baseline_of(members, against)
+    if base is None:
+        return {}
+    metric = ("class_il", "avg_incremental_acc")
+    found = {id(g): paired(g.by_seed(*metric), base.by_seed(*metric)) for g in members if g is not base}
+    found = {k: v for k, v in found.items() if v is not None}
+    adjusted = holm([c.p_t for c in found.values()])
+    return {k: replace(c, p_holm=p) for (k, c), p in zip(found.items(), adjusted, strict=True)}
+
+
+def comparison_cells(c) -> list[str]:
+    if c is None:
+        return ["-", "-", "-", "-"]
+    star = "*" if c.p_holm is not None and c.p_holm < ALPHA else ""
+    return [f"{c.difference:+.2f}", str(c.n), fmt_p(c.p_holm) + star, fmt_p(c.p_wilcoxon)]
+
+
+def paper_check(groups: list[Group], tolerance: float) -> tuple[int, list[str]]:
+    """Rows whose mean lies off the paper's number by more than max(tolerance, 2 std over
+    seeds), for average incremental and last accuracy; and how many numbers were checked."""
+    checked, off = 0, []
+    for g in groups:
+        for m in PAPER_METRICS:
+            if g.paper.get(m) is None or not g.comparable_runs(m):
+                continue
+            checked += 1
+            mean, std = mean_std(g.comparable_runs(m))
+            allowed = max(tolerance, 2 * (std or 0.0))
+            if abs(mean - g.paper[m]) > allowed:
+                delta = mean - g.paper[m]
+                off.append(f"{g.label}: {SHORT[m]} {mean:.2f} against the paper's {g.paper[m]:.2f} "
+                           f"(Δ {delta:+.2f}, allowed ±{allowed:.2f}, n={len(g.runs)})")  # fmt: skip
+    return checked, off
+
+
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def fmt_interval(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+PAPER_METRICS = ("avg_incremental_acc", "last_acc")
+
+
+def paper_cells(paper: dict, ours: dict[str, float | None]) -> list[str]:
+    """The paper's average and last accuracy, ours minus the paper's, and the paper's #P."""
+    cells = [fmt(paper.get(m), None) for m in PAPER_METRICS]
+    cells += [
+        fmt(ours[m] - paper[m], None) if paper.get(m) is not None and ours.get(m) is not None else "-"
+        for m in PAPER_METRICS
+    ]
+    return cells + [fmt(paper.get("params_m"), None)]
+
+
+def presets_of(groups: list[Group]) -> list[str]:
+    """The presets the runs of one protocol were started from, in first-seen order."""
+    found = [(run.get("recipe") or {}).get("preset") for g in groups for run in g.runs]
+    return list(dict.fromkeys(p for p in found if p))
 
 
 TASK_HEADER = ["setting", "task", "accuracy", "drop since learnt", "paper accuracy", "paper drop"]
@@ -239,24 +407,30 @@ def task_rows(groups: list[Group]) -> list[list[str]]:
 
 
 def sections(header: list[str], table: list[list[str]]) -> dict[str, list[list[str]]]:
-    """The rows of each protocol (data set and schedule), in the order of `table_rows`."""
+    """The rows of each protocol, in the order of `table_rows`, under a title that names it
+    (data set, base + steps, memory, class order, validation); the rows keep the other columns."""
     where = [header.index(c) for c in PROTOCOL]
     found: dict[str, list[list[str]]] = {}
     for row in table:
-        found.setdefault(" | ".join(row[i] for i in where), []).append(row)
+        title = " | ".join(f"{c} {row[i]}" if c in ("class order", "validation") else row[i]
+                           for c, i in zip(PROTOCOL, where, strict=True))  # fmt: skip
+        found.setdefault(title, []).append([v for i, v in enumerate(row) if i not in where])
     return found
+
+
+def shown(header: list[str]) -> list[str]:
+    """A table's columns under its protocol's title: the protocol's own are in the title."""
+    return [c for c in header if c not in PROTOCOL]
 
 
 def markdown(header: list[str], table: list[list[str]], skipped: list[tuple[Path, str]], tasks=()) -> str:
     lines = []
-    parts = sections(header, table)
-    for title, body in parts.items():
-        if len(parts) > 1:
-            lines += [f"### {title}", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    columns = shown(header)
+    for title, body in sections(header, table).items():
+        lines += [f"### {title}", ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        if len(parts) > 1:
-            lines.append("")
+        lines.append("")
     if tasks:
         lines += ["", "Each task after the last (task-IL, %; VOC: mAP):", ""]
         lines += ["| " + " | ".join(TASK_HEADER) + " |", "|" + "---|" * len(TASK_HEADER)]
@@ -306,9 +480,11 @@ def plot_curves(groups: list[Group], path: Path) -> None:
     plt.close(fig)
 
 
-def report(paths: list[Path], out_dir: Path) -> tuple[list[Group], list[tuple[Path, str]]]:
+def report(
+    paths: list[Path], out_dir: Path, against: str | None = None
+) -> tuple[list[Group], list[tuple[Path, str]]]:
     groups, skipped = group_runs(find_runs(paths))
-    header, table = table_rows(groups)
+    header, table = table_rows(groups, against)
     tasks = task_rows(groups)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown(header, table, skipped, tasks))
@@ -330,8 +506,7 @@ def print_table(header: list[str], table: list[list[str]], skipped, tasks=()) ->
     if not console.is_terminal:
         console = Console(width=220)  # files and pipes get the whole row, not 80 columns
     title = "incremental results (mean ± std over seeds, %)"
-    parts = sections(header, table)
-    tables = [(title + (f": {name}" if len(parts) > 1 else ""), header, body) for name, body in parts.items()]
+    tables = [(f"{title}: {name}", shown(header), body) for name, body in sections(header, table).items()]
     tables.append(("each task after the last (task-IL, %)", TASK_HEADER, tasks))
     for title, columns, body in tables:
         if not body:
@@ -350,21 +525,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cl-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or multirun folders")
     parser.add_argument("--out", type=Path, help="where report.md/csv/png go (default: the first path)")
+    parser.add_argument("--against", metavar="METHOD|best",
+                        help="compare every row with this method's row of its table (or the best): paired "
+                             "t-test and Wilcoxon over the seeds both ran, Holm-corrected")  # fmt: skip
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 naming the rows whose mean lies off the paper's number by more "
+                             "than max(--tolerance, 2 std over seeds)")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=1.0, help="points, for --check (default 1.0)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"cl-report: error: no such path: {', '.join(missing)}", file=sys.stderr)
         return 2
     out_dir = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
-    groups, skipped = report(args.paths, out_dir)
+    groups, skipped = report(args.paths, out_dir, args.against)
     if not groups:
         print(f"cl-report: error: no finished runs under {', '.join(map(str, args.paths))}", file=sys.stderr)
         for path, why in skipped:
             print(f"  skipped {path}: {why}", file=sys.stderr)
         return 2
-    header, table = table_rows(groups)
+    header, table = table_rows(groups, args.against)
     print_table(header, table, skipped, task_rows(groups))
     print(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {out_dir / 'report_curves.png'}")
+    if args.against and not any(baseline_of([g for g in groups if protocol(g) == protocol(h)], args.against)
+                                for h in groups):  # fmt: skip
+        print(f"cl-report: warning: no table has a {args.against} row to compare with", file=sys.stderr)
+    if not args.check:
+        return 0
+    checked, off = paper_check(groups, args.tolerance)
+    if off:
+        print(f"paper check: {len(off)} of {checked} numbers off the paper's:")
+        for line in off:
+            print(f"  {line}")
+        return 1
+    print(f"paper check: {checked} numbers, all within max({args.tolerance}, 2 std) of the paper's")
     return 0
 
 

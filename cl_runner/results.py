@@ -25,6 +25,7 @@ class Evaluation:
     new_acc: float  # classes of the last task
     nme: list[float] | None = None  # nearest-mean-of-exemplars accuracy per seen task (memory on)
     seen_acc_nme: float | None = None
+    validation: "Evaluation | None" = None  # the same on the held-out split (`validation`)
 
 
 class Results:
@@ -41,6 +42,11 @@ class Results:
         self.recipe = recipe or {}  # the recipe and preset files picked: every key they set, its value
         self.matrices: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}  # kind -> rows of a[t][j]
         self.steps: list[dict] = []
+        # the held-out split's matrices and per-step seen accuracy, where `validation` is set
+        self.validation: dict[str, list] = {}
+        self.hparams: list[dict] = []  # per task: what the continual search chose (hparams.py)
+        self.device = "unknown"  # the device's name, for the cost (set by the run)
+        self.devices = 1  # processes (one device each) that ran it
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -58,6 +64,8 @@ class Results:
         self.matrices["task_il"].append(evaluation.task_il)
         if evaluation.nme is not None:
             self.matrices.setdefault(NME, []).append(evaluation.nme)
+        if evaluation.validation is not None:
+            self.add_validation(evaluation.validation)
         t = len(self.steps)
         forgetting = {kind: forgetting_per_task(self.matrices[kind], t) for kind in self.kinds}
         nme = {}
@@ -81,6 +89,41 @@ class Results:
             }
         )
 
+    def add_validation(self, evaluation: Evaluation) -> None:
+        held = self.validation
+        for kind, row, seen in (("class_il", evaluation.class_il, evaluation.seen_acc),
+                                ("task_il", evaluation.task_il, evaluation.seen_acc_task_il),
+                                (NME, evaluation.nme, evaluation.seen_acc_nme)):  # fmt: skip
+            if row is not None:
+                held.setdefault(kind, []).append(row)
+                held.setdefault(f"seen_{kind}", []).append(seen)
+
+    def cost(self) -> dict:
+        """What the numbers cost: the network's parameters at the end and at their largest (DER's
+        before pruning included), the exemplar memory (images, MB as held), the images trained
+        on over every epoch of every stage, and the time, on every device together."""
+        if not self.steps:
+            return {}
+        last = self.steps[-1]
+        peak = max(max(s.get("params") or 0, s.get("params_unpruned") or 0) for s in self.steps)
+        wall = sum(sum(s.get("phase_seconds", {}).values()) for s in self.steps)
+        return {
+            "params_final": last.get("params"),
+            "params_peak": peak or None,
+            "exemplars": last.get("memory_size"),
+            "exemplar_mb": last.get("memory_mb"),
+            "images_trained": last.get("images_trained"),
+            "wall_seconds": wall,
+            "device": self.device,
+            "devices": self.devices,
+            "device_hours": wall * self.devices / 3600,
+        }
+
+    def validation_summary(self) -> dict[str, dict]:
+        """The held-out split's summary, as the test set's (empty without a split)."""
+        kinds = [k for k in (*KINDS, NME) if k in self.validation]
+        return {k: summarize(self.validation[k], self.validation[f"seen_{k}"]) for k in kinds}
+
     def matrix(self, kind: str) -> list[list[float | None]]:
         """Rows so far, each padded with None to the full number of tasks."""
         return [row + [None] * (self.num_tasks - len(row)) for row in self.matrices.get(kind, [])]
@@ -103,14 +146,23 @@ class Results:
         return {kind: summarize(self.matrices[kind], self.seen(kind)) for kind in self.kinds}
 
     def state_dict(self) -> dict:
-        return {"matrices": self.matrices, "steps": self.steps}
+        return {"matrices": self.matrices, "steps": self.steps, "validation": self.validation,
+                "hparams": self.hparams}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         # checkpoints written before the name changed call the matrices "rows"
         self.matrices = state["matrices"] if "matrices" in state else state["rows"]
         self.steps = state["steps"]
+        self.validation = state.get("validation", {})
+        self.hparams = state.get("hparams", [])
 
     def to_dict(self) -> dict:
+        held = {}
+        if self.validation:  # new keys only, where the run holds images out
+            kinds = [k for k in (*KINDS, NME) if k in self.validation]
+            pad = [None] * self.num_tasks
+            matrices = {k: [(row + pad)[: self.num_tasks] for row in self.validation[k]] for k in kinds}
+            held = {"validation": {"accuracy_matrix": matrices, "summary": self.validation_summary()}}
         return {
             "config": self.config,
             "choices": self.choices,
@@ -120,4 +172,7 @@ class Results:
             "summary": self.summary(),
             "final_per_task": {kind: self.final_per_task(kind) for kind in self.kinds},
             "steps": self.steps,
+            "cost": self.cost(),
+            **held,
+            **({"hparams": self.hparams} if self.hparams else {}),
         }

@@ -24,7 +24,9 @@ from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
-from cl_runner.evaluate import class_means, evaluate, forward_batches
+from cl_runner.evaluate import class_means, evaluate, forward_all, forward_batches
+from cl_runner.hparams import ContinualSearch, choose
+from cl_runner.loggers import Loggers
 from cl_runner.methods.base import AddOn, Method, Stage
 from cl_runner.models.continual import ContinualNet
 from cl_runner.precision import autocast_dtype, needs_grad_scaler
@@ -110,21 +112,26 @@ class Runner:
         ranks: Ranks = SINGLE,
         addons: Sequence[AddOn] = (),
         pretrained_head: dict | None = None,
+        search: ContinualSearch | None = None,
     ):
         """`pretrained_head`: the weights' classifier (a Linear's state dict), the head of a
-        pretrained first task."""
+        pretrained first task. `search`: each task's learning rate and stability parameter chosen
+        on its held-out images before it is learnt (hparams.py)."""
         self.model, self.method, self.memory, self.addons = model, method, memory, list(addons)
         self.benchmark, self.settings, self.device, self.ranks = benchmark, settings, device, ranks
         self.results, self.logger, self.checkpointer = results, logger, checkpointer
-        self.pretrained_head = pretrained_head
+        self.pretrained_head, self.search = pretrained_head, search
+        self.task_lr: float | None = None  # the search's learning rate for the task's training stages
         self.amp_dtype = autocast_dtype(device) if settings.amp else None
         if settings.amp and self.amp_dtype is None:
             log.warning("train.amp: this CPU has no native bf16 (it would be slower); training in float32")
         self.signal: int | None = None
         self.interruptible = False  # a stop signal raises StopRequested where the work is
         self.subset: torch.Tensor | None = None  # a class-balanced stage's positions in the task's data
+        self.stage_flips: set[int] = set()  # parameters a stage froze or thawed for its duration
         # the exemplars the task's training data holds: the memory as it was when the task began
         self.task_exemplars: torch.Tensor | None = None
+        self.images_trained = 0  # images the run's training stages have passed through, all epochs
 
     # -- the schedule --------------------------------------------------------------------------
     def run(self) -> Results:
@@ -156,6 +163,9 @@ class Runner:
         clock = PhaseClock(self.device)
         training = [stage for stage in stages if not stage.after_task]
         later = stages[len(training) :]
+        if self.search is not None:
+            with clock("search"):
+                self.abandoned_on_stop(lambda: self.hyperparameters(task, data, training))
         at = [stage.name for stage in stages].index(self.checkpointer.position.stage)
         if at < len(training):
             with clock("train"):
@@ -181,7 +191,9 @@ class Runner:
             **self.model.param_counts(),
             train_seconds=clock.total(*work),
             train_images=data.num_images,
+            images_trained=self.images_trained,
             memory_size=len(self.memory),
+            memory_mb=len(self.memory) * self.benchmark.train.bytes_per_image() / 2**20,
             peak_memory_mb=peak_memory_mb(self.device),
             phase_seconds=clock.seconds,  # checkpoint and log are added as they end
         )
@@ -193,6 +205,77 @@ class Runner:
         last = task.index == len(self.benchmark.tasks) - 1
         if not last and self.ranks.any(self.signal is not None, self.device):  # arrived while saving
             raise Interrupted(self.signal or signal.SIGTERM, self.checkpointer.folder)
+
+    # -- the continual hyper-parameter search (hparams.py) ---------------------------------------
+    def hyperparameters(self, task: Task, data: TaskData, training: list[Stage]) -> None:
+        """The task's learning rate and stability value: chosen once (each trial learns the task
+        from the state before the search on its training data and is scored on its held-out
+        images), then applied; a resume applies the recorded choice."""
+        name = self.method.stability
+        if len(self.results.hparams) > task.index:  # chosen before an interruption
+            chosen = self.results.hparams[task.index]
+            self.apply_hyperparameters(chosen["lr"], name, chosen.get(name))
+            return
+        before = self.snapshot()
+
+        def trial(lr: float, value: float | None) -> float:
+            self.restore_snapshot(before)
+            self.apply_hyperparameters(lr, name, value)
+            with self.scratch():
+                for stage in training:
+                    self.run_stage(task, data, stage)
+                return self.held_out_accuracy(task)
+
+        first = self.results.hparams[0]["lr"] if self.results.hparams else None
+        choice = choose(self.search, task.index, trial, first, name, self.method.stability_start)
+        self.restore_snapshot(before)
+        self.apply_hyperparameters(choice.lr, name, choice.value)
+        self.results.hparams.append(choice.as_dict())
+        log.info("task %d: the search chose lr=%g%s (held-out task-IL accuracy at lr alone: %.2f)",
+                 task.index, choice.lr, f", {name}={choice.value:g}" if choice.value is not None else "",
+                 choice.plastic_acc)  # fmt: skip
+
+    def apply_hyperparameters(self, lr: float, name: str | None, value: float | None) -> None:
+        self.task_lr = lr
+        if name is not None and value is not None:
+            setattr(self.method, name, value)
+
+    def snapshot(self) -> dict:
+        return {
+            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "trainable": [p.requires_grad for p in self.model.parameters()],
+            "method": copy.deepcopy(self.method),
+            "rng": checkpoint.rng_state(self.benchmark.generator),
+            "images_trained": self.images_trained,
+        }
+
+    def restore_snapshot(self, before: dict) -> None:
+        self.model.load_state_dict(before["model"])
+        for p, trainable in zip(self.model.parameters(), before["trainable"], strict=True):
+            p.requires_grad_(trainable)
+        self.method = copy.deepcopy(before["method"])
+        checkpoint.set_rng_state(before["rng"], self.benchmark.generator)
+        self.images_trained = before["images_trained"]
+
+    @contextmanager
+    def scratch(self):
+        """A trial of the search: no checkpoint, no log."""
+        saved = self.checkpointer, self.logger
+        self.checkpointer, self.logger = checkpoint.Scratch(), Loggers()
+        try:
+            yield
+        finally:
+            self.checkpointer, self.logger = saved
+
+    def held_out_accuracy(self, task: Task) -> float:
+        """Task-IL accuracy of the task's own held-out images (FACIL's score): no test image."""
+        held = self.benchmark.validation
+        own = ((held.labels >= task.offset) & (held.labels < task.end)).nonzero().squeeze(1)
+        with self.autocast():
+            images, batch = held.images[own], self.settings.eval_batch_size
+            logits = forward_all(self.model, images, self.evaluation_input, batch)
+        predicted = logits[:, task.offset : task.end].argmax(1) + task.offset  # the task's own head
+        return 100.0 * float((predicted == held.labels[own]).float().mean())
 
     def abandoned_on_stop(self, work):
         """`work()`, which one process abandons at a stop signal: the checkpoint then holds the
@@ -220,16 +303,16 @@ class Runner:
         return self.evaluate(task, clock) if evaluate else None
 
     def evaluate(self, task: Task, clock: "PhaseClock"):
+        """The test set's evaluation, and the held-out split's beside it where there is one (what
+        hyper-parameter searches read: the test set only reports)."""
         with clock("evaluate"), self.autocast():
-            return evaluate(
-                self.model,
-                self.benchmark.test,
-                self.benchmark.tasks[: task.index + 1],
-                self.evaluation_input,
-                self.settings.eval_batch_size,
-                self.ranks,
-                self.exemplar_means(task),
-            )
+            means = self.exemplar_means(task)
+            seen = self.benchmark.tasks[: task.index + 1]
+            args = (self.evaluation_input, self.settings.eval_batch_size, self.ranks, means)
+            result = evaluate(self.model, self.benchmark.test, seen, *args)
+            if self.benchmark.validation is not None:
+                result.validation = evaluate(self.model, self.benchmark.validation, seen, *args)
+            return result
 
     def exemplar_means(self, task: Task) -> torch.Tensor | None:
         """Class means of the exemplars for nearest-mean-of-exemplars evaluation (iCaRL's
@@ -279,6 +362,10 @@ class Runner:
     def load_learner(self, state: dict) -> None:
         """The model, then the method (which may rebuild from the model), then the exemplars."""
         self.model.load_state_dict(state["model"])
+        if "trainable" in state:  # checkpoints from before methods froze parameters lack it
+            trainable = set(state["trainable"])
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name in trainable)
         self.method.load_state_dict(state["method"], self.model)
         self.memory.load_state_dict(state["memory"], self.device)
 
@@ -303,6 +390,8 @@ class Runner:
         """The stage's optimisation: its own values, the rest from the training schedule (the
         first learnt task's own where it has one), at the method's and later tasks' rate."""
         base = self.settings.schedule(first=not self.later(task))
+        if self.task_lr is not None and not stage.after_task:
+            base = replace(base, lr=self.task_lr)
         lr = stage.lr
         if lr is None:
             lr = base.lr * self.method.lr_scale * (self.settings.later_lr_factor if self.later(task) else 1.0)
@@ -353,30 +442,47 @@ class Runner:
             fixed = self.fixed_heads(task, data)
             yield [p for p in self.model.parameters() if p.requires_grad and not any(p is f for f in fixed)]
             return
-        self.model.eval()
-        trained = (
-            self.model.head_parameters() if stage.trains == "head" else self.model.classifier_parameters()
-        )
+        self.model.train(stage.mode == "train")
+        if callable(stage.trains):
+            trained = list(stage.trains(self.model))
+        elif stage.trains == "head":
+            trained = self.model.head_parameters()
+        else:
+            trained = self.model.classifier_parameters()
         frozen = [p for p in self.model.parameters() if p.requires_grad and not any(p is t for t in trained)]
+        thawed = [p for p in trained if not p.requires_grad]  # UCIR's and PODNet's old classes' weights
+        self.stage_flips = {id(p) for p in frozen + thawed}  # what a checkpoint inside saves as before
         for p in frozen:
             p.requires_grad_(False)
+        for p in thawed:
+            p.requires_grad_(True)
         try:
             yield trained
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+            for p in thawed:
+                p.requires_grad_(False)
+            self.stage_flips = set()
 
-    def stage_data(self, data: TaskData, stage: Stage) -> TaskData:
-        """What the stage trains on: the task's data, or a class-balanced subset of it (drawn
-        when the stage begins, kept in the checkpoint while it runs)."""
+    def stage_data(self, task: Task, data: TaskData, stage: Stage) -> TaskData:
+        """What the stage trains on: the task's data; a class-balanced subset of it (drawn when
+        the stage begins, kept in the checkpoint while it runs); the memory's exemplars; or the
+        held-out validation images of every seen class."""
+        self.subset = None
+        batch_size = stage.batch_size or self.settings.batch_size
         if stage.data == "task":
-            self.subset = None
             return data
+        if stage.data == "memory":
+            exemplars = self.memory.indices().to(self.device)
+            return self.benchmark.training_data(task, range(0), exemplars, batch_size, 1, self.ranks)
+        if stage.data == "validation":
+            return self.benchmark.validation_data(task, stage.per_class, batch_size, self.ranks)
         if self.checkpointer.pending_subset is not None:  # a resume inside the stage
             self.subset = self.checkpointer.pending_subset.to(self.device)
         else:
             self.subset = balanced_subset(data.labels, data.generator)
-        return data.subset(self.subset, stage.batch_size or self.settings.batch_size)
+        return data.subset(self.subset, batch_size)
 
     def run_stage(self, task: Task, data: TaskData, stage: Stage) -> None:
         """One stage: its optimizer and schedule, every epoch, checkpoints as they fall due. A
@@ -386,7 +492,7 @@ class Runner:
         first_epoch, order = self.checkpointer.continue_stage(stage.name)
         if first_epoch >= schedule.epochs:
             return
-        data = self.stage_data(data, stage)
+        data = self.stage_data(task, data, stage)
         if first_epoch == 0 and order is None:
             self.method.stage_start(stage, self.model, data)
         if self.settings.channels_last:
@@ -413,12 +519,19 @@ class Runner:
                 order = None
                 stats = {name: float(total) / len(data) for name, total in sums.items()}
                 stats["images_per_s"] = data.num_images / (time.perf_counter() - started)
+                self.images_trained += data.num_images
                 stats["lr"] = optimizer.param_groups[0]["lr"]
                 self.logger.epoch_end(task, epoch, stats)
                 self.checkpointer.end_epoch()
                 if self.checkpointer.due():
                     self.save(optimizer, scaler)
         self.subset = None
+
+    @staticmethod
+    def clamp_gradients(optimizer, scaler, bound: float) -> None:
+        """Every gradient elementwise in [-bound, bound], unscaled first (float16 AMP)."""
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_value_([p for group in optimizer.param_groups for p in group["params"]], bound)
 
     @contextmanager
     def forward_pass(self, task: Task, local: bool):
@@ -452,6 +565,8 @@ class Runner:
             optimizer.zero_grad(set_to_none=True)
             # DDP averages the ranks' gradients; the weight makes that the whole batch's gradient
             scaler.scale(loss * ranks.weight(batch.size)).backward()
+            if self.method.grad_clamp:
+                self.clamp_gradients(optimizer, scaler, self.method.grad_clamp)
             scaler.step(optimizer)
             scaler.update()
             if stage.loss is None:
@@ -523,9 +638,16 @@ class Runner:
             "config": self.results.config,
             "task_sizes": list(self.model.task_sizes),
             "model": self.model.state_dict(),
+            # which parameters learn (methods freeze some for a task: old heads, BiC's corrections)
+            "trainable": [
+                name
+                for name, p in self.model.named_parameters()
+                if p.requires_grad != (id(p) in self.stage_flips)
+            ],  # fmt: skip
             "method": self.method.state_dict(),
             "memory": self.memory.state_dict(),
             "task_exemplars": self.task_exemplars,
+            "images_trained": self.images_trained,
             "results": self.results.state_dict(),
             "rng": checkpoint.rng_state(self.benchmark.generator),
         }
@@ -541,6 +663,7 @@ class Runner:
                 self.model.load_pretrained_head(self.pretrained_head)
         self.load_learner(state)
         exemplars = state.get("task_exemplars")  # none in checkpoints from before stages ran after the update
+        self.images_trained = state.get("images_trained", 0)
         self.task_exemplars = None if exemplars is None else exemplars.to(self.device)
         self.results.load_state_dict(state["results"])
         checkpoint.set_rng_state(state["rng"], self.benchmark.generator)

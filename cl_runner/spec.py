@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cl_runner.data.schedule import class_order, task_sizes
 from cl_runner.dicts import flatten
 from cl_runner.errors import ConfigError
+from cl_runner.hparams import ContinualSearch
 from cl_runner.precision import evaluates_faster_in_nhwc, forward_batch_size, prefers_channels_last
 from cl_runner.settings import FirstTask, TrainSettings
 
@@ -22,7 +23,13 @@ SCHEDULERS = ("multistep", "cosine", "constant")
 SELECTIONS = ("herding", "welling", "random")  # data/memory.py's selections
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 #: what may change between a run and its resumption: where it logs, how often it checkpoints
-NOT_COMPARED = ("resume", "logger", "checkpoint")
+NOT_COMPARED = ("resume", "logger", "checkpoint", "objective")
+
+
+#: what cl-run returns to a Hydra sweeper: auto = the held-out split's average incremental
+#: accuracy where `validation` is set, else the test set's last accuracy (a sweep is then warned)
+OBJECTIVES = ("auto", "validation.avg_incremental_acc", "validation.last_acc",
+              "test.avg_incremental_acc", "test.last_acc")  # fmt: skip
 
 
 def _get(cfg: DictConfig, key: str):
@@ -104,6 +111,7 @@ class Protocol:
     class_order_seed: int | None
     class_order: tuple[int, ...] | None
     sequence: tuple[str, ...] = ()
+    validation: float | int = 0  # held out of each class's training images: a share, or a count
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,8 @@ class RunSpec:
     addon: DictConfig | None
     sets: dict  # a sequence: each set's resolved config, in order
     config: dict  # the resolved config: config.yaml, metrics.json, and what resume compares
+    objective: str = "auto"  # what cl-run returns to a sweeper (`OBJECTIVES`)
+    search: ContinualSearch | None = None  # hparams_search=continual: chosen per task (hparams.py)
 
     @classmethod
     def from_config(
@@ -197,6 +207,10 @@ class RunSpec:
             {k: v for k, v in logger.items() if k not in ("mode", "plots")},
         )
         config = OmegaConf.to_container(cfg, resolve=True)
+        objective = _choice(cfg, "objective", OBJECTIVES) if _get(cfg, "objective") is not None else "auto"
+        if objective.startswith("validation.") and not protocol.validation:
+            raise ConfigError(f"objective={objective} needs a held-out split: set validation (e.g. 0.1)")
+        search = read_search(cfg, protocol)
         return cls(
             protocol=protocol,
             training=read_training(cfg),
@@ -216,6 +230,8 @@ class RunSpec:
             addon=cfg.addon if isinstance(_get(cfg, "addon"), DictConfig) else None,
             sets=sets,
             config=config,
+            objective=objective,
+            search=search,
         )
 
     def on(self, device: torch.device) -> "RunSpec":
@@ -290,7 +306,43 @@ def read_protocol(cfg: DictConfig, choices: dict) -> Protocol:
         class_order(num_classes, None, list(explicit))  # raises unless it is a permutation
     name = "+".join(sequence) if sequence else choices.get("dataset", "dataset")
     order = tuple(explicit) if explicit is not None else None
-    return Protocol(name, num_classes, steps, init_classes, seed, order, sequence)
+    validation = _get(cfg, "validation") or 0
+    if isinstance(validation, bool) or not isinstance(validation, Real) or validation < 0:
+        raise ConfigError(
+            f"validation={validation!r} is invalid: expected a share in [0, 1) or a count per class"
+        )
+    if not _is_int(validation) and validation >= 1:
+        raise ConfigError(f"validation={validation!r} is invalid: a share is below 1; a count is an integer")
+    if validation and sequence:
+        raise ConfigError("validation holds out images of a class split; sequences have none yet")
+    return Protocol(name, num_classes, steps, init_classes, seed, order, sequence, validation)
+
+
+def read_search(cfg: DictConfig, protocol: Protocol) -> ContinualSearch | None:
+    """`search` (hparams_search=continual): FACIL's continual framework, which scores each trial
+    on the task's held-out images and so needs `validation`."""
+    if not isinstance(_get(cfg, "search"), DictConfig):
+        return None
+    for key in ("lr_first", "lr"):
+        values = _get(cfg, f"search.{key}")
+        if not values or any(isinstance(v, bool) or not isinstance(v, Real) or v <= 0 for v in values):
+            raise ConfigError(f"search.{key}={values!r} is invalid: expected a list of learning rates > 0")
+    search = ContinualSearch(
+        lr_first=tuple(_get(cfg, "search.lr_first")),
+        lr=tuple(_get(cfg, "search.lr")),
+        lr_searches=_int(cfg, "search.lr_searches", 1),
+        acc_drop=_number(cfg, "search.acc_drop", 0),
+        decay=_number(cfg, "search.decay", 0),
+        max_searches=_int(cfg, "search.max_searches", 1),
+        start=_number(cfg, "search.start", 0, inclusive=False, optional=True),
+    )
+    if not 0 <= search.acc_drop < 1 or not 0 < search.decay < 1:
+        raise ConfigError("search.acc_drop must be in [0, 1) and search.decay in (0, 1)")
+    if not protocol.validation:
+        raise ConfigError(
+            "hparams_search=continual scores each trial on held-out images: set validation (e.g. 0.1)"
+        )
+    return search
 
 
 def read_training(cfg: DictConfig) -> TrainSettings:
@@ -445,7 +497,7 @@ def _plain(value):
 def check_resumable(saved_config: dict, spec: RunSpec) -> None:
     """Resuming with another config would silently mix two experiments: name the keys that
     differ. Keys the checkpoint's config lacks (added since) count as equal where the value now
-    is their default: null, or the default of the constructor the node builds."""
+    is their default: off (null, 0, false), or the default of the constructor the node builds."""
     saved = {k: v for k, v in flatten(saved_config).items() if k.split(".")[0] not in NOT_COMPARED}
     now = spec.comparable()
     saved = {k: v for k, v in saved.items() if not k.startswith("paper")}  # paper numbers moved out of runs
@@ -465,7 +517,9 @@ def check_resumable(saved_config: dict, spec: RunSpec) -> None:
 
 
 def is_default(spec: RunSpec, key: str, value) -> bool:
-    if value is None:
+    """A key added since is switched off (null, 0, false: how new keys keep the old behaviour) or
+    has its constructor's default."""
+    if value is None or value is False or (isinstance(value, int | float) and value == 0):
         return True
     node, _, name = key.partition(".")
     target = {"method": spec.method, "addon": spec.addon, "backbone": spec.backbone}.get(node)

@@ -6,6 +6,7 @@ is what tests call. Nothing below this module reads Hydra's global state.
 
 import logging
 import os
+import platform
 import random
 import shutil
 import sys
@@ -17,13 +18,14 @@ import hydra
 import numpy as np
 import torch
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cl_runner import checkpoint, distributed
 from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.build import Form, load_sequence, load_splits
-from cl_runner.data.images import Splits
+from cl_runner.data.images import Splits, hold_out
 from cl_runner.data.loader import Augment
 from cl_runner.data.memory import ExemplarMemory
 from cl_runner.data.schedule import Task, make_schedule
@@ -84,6 +86,10 @@ def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Run
         check_writable(out_dir)
     seed_everything(spec.seed)
     splits, order, tasks, form = load_benchmark(spec)
+    validation = None
+    if spec.protocol.validation:
+        train, validation = hold_out(splits.train, spec.protocol.validation)
+        splits = Splits(train, splits.test)
     if spec.memory.size > len(splits.train):
         raise ConfigError(f"memory.size={spec.memory.size} exceeds the {len(splits.train)} training images")
     augment = Augment(
@@ -94,16 +100,33 @@ def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Run
         channels_last=spec.training.channels_last,
         brightness=form.brightness,
     )
-    benchmark = Benchmark.on_device(splits, order, tasks, augment, spec.seed, device)
+    benchmark = Benchmark.on_device(splits, order, tasks, augment, spec.seed, device, validation)
     backbone = build(spec.backbone, in_channels=form.channels, image_size=form.size)
     method = build(spec.method)
     addons = [build(spec.addon)] if spec.addon is not None else []
     model = method.network(backbone).to(device)
     pretrained_head = pretrained_classifier(tasks, backbone, model)
-    memory = ExemplarMemory(spec.memory.size, spec.memory.per_class, spec.memory.selection, seed=spec.seed)
+    share = method.exemplar_share  # BiC keeps part of the budget for its validation images
+    size, per_class = (
+        round(spec.memory.size * share),
+        spec.memory.per_class and round(spec.memory.per_class * share),
+    )
+    memory = ExemplarMemory(size, per_class, spec.memory.selection, seed=spec.seed)
+    name = spec.choices.get("method", type(method).__name__)
     if method.needs_memory and not memory.enabled:
-        name = spec.choices.get("method", type(method).__name__)
         raise ConfigError(f"method={name} rehearses exemplars: set memory.size or memory.per_class")
+    classes = sum(task.size for task in tasks)
+    if memory.enabled and per_class is None and size < classes:  # the last tasks would keep none
+        held = (
+            f"{size} exemplars ({share:.0%} of memory.size={spec.memory.size})"
+            if share < 1
+            else f"memory.size={size}"
+        )
+        raise ConfigError(f"{held} cannot keep one exemplar for each of the {classes} classes")
+    if method.needs_validation and validation is None:
+        raise ConfigError(
+            f"method={name} trains on held-out images: set validation (a share, or a count per class)"
+        )
     saved = None
     # resume=auto (sweeps, SLURM requeues): continue when this folder already holds a checkpoint
     resume = (out_dir / checkpoint.CHECKPOINT).is_file() if spec.resume == "auto" else spec.resume
@@ -111,6 +134,7 @@ def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Run
         saved = checkpoint.load(out_dir, device)
         check_resumable(saved["config"], spec)
     results = Results(len(tasks), config=spec.config, choices=spec.choices, recipe=asdict(spec.recipe))
+    results.device, results.devices = device_name(device), ranks.world
     logger = build_loggers(spec, out_dir, results.choices) if ranks.leader else Loggers()
     log.info("class order: %s", order)
     checkpointer = checkpoint.Checkpointer(
@@ -118,7 +142,7 @@ def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Run
     )
     runner = Runner(
         model, method, memory, benchmark, spec.training, device, results, logger, checkpointer, ranks, addons,
-        pretrained_head,
+        pretrained_head, spec.search,
     )  # fmt: skip
     if saved is not None:
         runner.restore(saved)
@@ -179,6 +203,21 @@ def check_writable(out_dir: Path, min_free_mb: int = 20) -> None:
         raise ConfigError(f"only {free_mb:.0f} MB free in {out_dir}; checkpoints and metrics need more")
 
 
+def device_name(device: torch.device) -> str:
+    """What the cost's device-hours were spent on: the GPU's model, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:  # Linux names the model here; platform.processor() often says only x86_64
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine() or "cpu"
+    return device.type
+
+
 def run(cfg: DictConfig, out_dir: Path | str, choices: dict | None = None, ranks: Ranks = SINGLE) -> Results:
     """One experiment from a composed config. `choices` names the picked config of each group."""
     return train(build_runner(cfg, out_dir, choices, ranks))
@@ -211,7 +250,27 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if not ranks.leader and rank_folder.name.startswith(RANK_FOLDER_PREFIX):
             shutil.rmtree(rank_folder, ignore_errors=True)  # the throw-away folder Hydra made
     # The return value is what Hydra sweepers (e.g. Optuna) optimise.
-    return results.summary()["class_il"]["last_acc"]
+    # A grid of seeds or presets (the basic sweeper) optimises nothing: only a search is warned.
+    sweeper = str(hydra_cfg.sweeper.get("_target_"))
+    searching = hydra_cfg.mode == RunMode.MULTIRUN and "BasicSweeper" not in sweeper
+    return objective_value(results, cfg.get("objective") or "auto", searching)
+
+
+def objective_value(results: Results, objective: str, sweeping: bool) -> float | None:
+    """The class-IL number a sweeper optimises: the held-out split's where the run has one
+    (`auto`), else the test set's last accuracy, and a sweep is told that it tunes on the test set."""
+    if objective == "auto":
+        objective = "validation.avg_incremental_acc" if results.validation else "test.last_acc"
+    split, metric = objective.split(".")
+    if split == "test" and sweeping:
+        log.warning(
+            "this sweep optimises the test set's %s (objective=%s): hold images out with validation=0.1 "
+            "to choose hyper-parameters without the test set",
+            metric,
+            objective,
+        )
+    summary = results.validation_summary() if split == "validation" else results.summary()
+    return summary["class_il"][metric]
 
 
 @contextmanager

@@ -92,8 +92,8 @@ def sync(device: torch.device) -> None:
 def measure_ceiling(args) -> dict:
     from torch import nn
 
-    from cl_runner.spec import resolve_device
     from cl_runner.instantiate import build
+    from cl_runner.spec import resolve_device
 
     cfg = compose(args)
     device = resolve_device(cfg.device)

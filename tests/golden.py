@@ -53,6 +53,10 @@ CASES: dict[str, list[str]] = {
     "der_wo_p": ["method=der", "method.prune=false", *MEMORY, "method.balanced_epochs=2"],
     "feature_extraction": ["method=feature_extraction", "method.hidden=64"],
     "finetune_fc": ["method=finetune_fc"],
+    "imm": ["method=imm"],
+    "ucir": ["method=ucir", "memory.per_class=10", "method.cbf_epochs=2"],
+    "bic": ["method=bic", *MEMORY, "validation=10", "method.val_per_class=10", "method.bias_epochs=2"],
+    "podnet": ["method=podnet", "memory.per_class=10", "method.cbf_epochs=2", "method.proxies=3"],
 }
 
 # Each method's loss weights: the default, and the override that moves it by 10% (--perturb).
@@ -67,6 +71,10 @@ PERTURBATIONS: dict[str, list[str]] = {
     "der": ["method.aux_weight=1.1", "method.sparsity_weight=1.1"],
     "der_wo_p": ["method.aux_weight=1.1"],
     "feature_extraction": ["method.lr_scale=5.5"],
+    "imm": ["method.l2=0.011"],
+    "ucir": ["method.lambda_base=5.5", "method.mr_weight=1.1"],
+    "bic": ["method.T=2.2", "method.beta_penalty=0.055"],
+    "podnet": ["method.spatial_weight=3.3", "method.flat_weight=1.1"],
 }
 
 # Elsewhere than on the fingerprint's machine type: accuracies within one test image of a digits

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cl_runner"
 
 # Plain helpers every layer may use.
 BASE = {"errors", "dicts", "paths", "rng", "settings", "atomic", "labels", "metrics", "instantiate", "modes"}
-BASE |= {"papers"}
+BASE |= {"papers", "stats", "hparams"}
 DEVICE = BASE | {"distributed", "precision", "compiled"}
 
 # module (or package) -> the cl_runner modules (or packages) it may import
@@ -30,7 +30,8 @@ ALLOWED = {
     "evaluate": DEVICE | {"data", "results"},
     "checkpoint": DEVICE,
     "preflight": DEVICE,
-    "runner": DEVICE | {"data", "models", "methods", "batchnorm", "evaluate", "results", "checkpoint"},
+    "runner": DEVICE
+    | {"data", "models", "methods", "batchnorm", "evaluate", "results", "checkpoint", "loggers"},
 }
 
 

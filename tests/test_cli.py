@@ -46,7 +46,8 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (  # a config-group option that does not exist, found before Hydra starts
             ["method=nope"],
             "cl-run: error: method=nope is unknown; choose from: "
-            "der, ewc, feature_extraction, finetune, finetune_fc, icarl, joint, lwf, mas, sd, si, wa",
+            "bic, der, ewc, feature_extraction, finetune, finetune_fc, icarl, imm, joint, lwf, mas, "
+            "podnet, sd, si, ucir, wa",
         ),
         (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
         (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse
@@ -65,6 +66,11 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (  # a method that rehearses, without a memory
             ["method=icarl", "memory.size=0"],
             "cl-run: error: method=icarl rehearses exemplars: set memory.size or memory.per_class",
+        ),
+        (  # a memory too small for one exemplar of every class (BiC keeps 90% of it for training)
+            ["method=bic", "memory.size=10", "validation=2"],
+            "cl-run: error: 9 exemplars (90% of memory.size=10) cannot keep one exemplar for each of the "
+            "10 classes",
         ),
         (["resume=true"], "cl-run: error: resume=true needs the run folder"),
         (["sequence=[]"], "cl-run: error: sequence=[] is invalid: expected a list of data set names"),
@@ -143,7 +149,7 @@ def test_the_recipe_a_run_applies_is_announced_and_recorded(tmp_path):
 
     write(tmp_path / "data", 100, 2, 1)
     proc = cl_run("method=wa", "dataset=cifar100", f"dataset.root={tmp_path / 'data'}", "steps=2",
-                  "train.epochs=1", "train.first_task.epochs=1", "memory.size=20", "backbone=resnet32",
+                  "train.epochs=1", "train.first_task.epochs=1", "memory.size=100", "backbone=resnet32",
                   "logger=local", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]

@@ -1,6 +1,7 @@
 """Plots, the W&B logger (real wandb, offline, read back from its data file) and failure handling."""
 
 import json
+import time
 
 import pytest
 
@@ -117,6 +118,8 @@ def test_wandb_gets_the_nearest_mean_accuracies_with_a_memory(tiny_cfg, tmp_path
     assert evals[1]["eval/nme/forgetting_task_0"] == pytest.approx(metrics["steps"][1]["forgetting_nme"][0])
     summary = wandb_records.summary(path)
     assert summary["nme/last_acc"] == pytest.approx(results.summary()["nme"]["last_acc"])
+    for key in ("images_trained", "exemplars", "exemplar_mb", "params_peak", "device_hours"):
+        assert summary[f"cost/{key}"] == pytest.approx(metrics["cost"][key])  # the cost beside it
 
 
 def test_wandb_failure_never_stops_training(tiny_cfg, tmp_path, monkeypatch, caplog):
@@ -158,3 +161,16 @@ def test_plot_logger_warns_once_and_then_stays_off(tmp_path, caplog, monkeypatch
     monkeypatch.setattr("cl_runner.loggers.plots.save_plots", lambda *args: calls.append(args))
     logger.run_end(type("R", (), {})())  # the second call does not try again, nor warn again
     assert calls == [] and sum("plots not written" in r.message for r in caplog.records) == 1
+
+
+def test_unreachable_server_falls_back_to_offline_within_seconds(tiny_cfg, tmp_path, monkeypatch, caplog):
+    """With credentials but no server (a closed port), the run goes offline at once instead of
+    wandb.init's 90 seconds of retries, says so in one line, and keeps the record for `wandb sync`."""
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    started = time.monotonic()
+    logger = WandbLogger(tmp_path, {"seed": 0, "steps": 1}, {"method": "finetune"}, mode="online")
+    assert time.monotonic() - started < 15 and logger.run is not None
+    assert "W&B: 127.0.0.1:9 unreachable, logging offline; upload later with `wandb sync" in caplog.text
+    logger.run.finish()
+    assert wandb_records.run_file(tmp_path).is_file()

@@ -22,7 +22,8 @@ def test_every_row_names_a_preset_a_method_and_where_it_was_read(preset):
     cfg = make_cfg(f"experiment={preset}", "device=cpu")
     tasks = len(cfg.sequence) if cfg.sequence else cfg.steps + (cfg.init_classes is not None)
     for row in registry()[preset]:
-        assert row["method"] in options("method") and row["source"] and row["confidence"] in CONFIDENCE
+        assert row["method"] in options("method") or row["not_run"]  # a method not here says why
+        assert row["source"] and row["confidence"] in CONFIDENCE
         assert row["metric"] in ("top1", "top5", "task_il")
         if row["metric"] == "task_il":  # a sequence: each task's accuracy after the last, and drop
             assert len(row["final_per_task"]) == tasks

@@ -87,7 +87,9 @@ def test_means_stds_and_paper_column(multirun, capsys):
     out = capsys.readouterr().out
     assert "skipped" in out and "unfinished (1 of 2 steps)" in out and "unreadable metrics.json" in out
     md = (multirun / "report.md").read_text()
-    assert "| joint | mnist5k | resnet32 | B0 2 steps |  | 2 | 93.00 ± 4.24 |" in md
+    # the protocol in the title, the rest of the row under it (epochs not in these configs, no #P)
+    assert "### mnist5k | B0 2 steps | no memory | class order 0..C-1 | validation none" in md
+    assert "| joint | resnet32 | ? | - |  | 2 | - | 93.00 ± 4.24 |" in md
     assert "Skipped:" in md
     png = (multirun / "report_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -185,3 +187,67 @@ def test_one_table_per_protocol_methods_within_it_and_nme_columns(tmp_path):
     assert by_label[("icarl", "B0 2 steps")][nme_avg] == "80.00"
     assert by_label[("icarl", "B0 3 steps")][nme_last] == "77.00"
     assert by_label[("finetune", "B0 2 steps")][nme_avg] == "-"  # no memory, no NME
+
+
+def test_der_table_in_the_papers_row_order_with_params_and_the_rows_nothing_ran(tmp_path):
+    """Runs from DER's 10-step preset: WA before DER (the paper's order, not the alphabet), #P
+    ours in millions beside the paper's, and every paper row nobody ran (UCIR, RPSNet, ...) with
+    the paper's numbers only."""
+    for method, prune, params in (("der", True, 9_000_000), ("wa", None, 11_220_000)):
+        write_run(tmp_path / method, method, 0, 60.0, 50.0)
+        metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+        metrics["recipe"] = {"preset": "der_cifar100_b0_10"}
+        metrics["steps"][-1]["params"] = params
+        if prune is not None:
+            metrics["config"]["method"]["prune"] = prune
+        (tmp_path / method / "metrics.json").write_text(json.dumps(metrics))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    labels = [r["method"] if r["seeds"] != "0" else r["differs"] for r in rows]
+    assert labels == [
+        "paper only: Joint (bound)",
+        "paper only: iCaRL",
+        "paper only: UCIR",
+        "paper only: BiC",
+        "wa",
+        "paper only: PODNet",
+        "paper only: RPSNet (not implemented here: docs/fidelity.md, RPSNet)",
+        "paper only: DER w/o P",
+        "der",
+    ]
+    wa, der = rows[4], rows[-1]
+    assert wa["#P (M)"] == "11.22" and wa["paper #P (M)"] == "11.22"
+    assert wa["paper avg"] == "69.46" and wa["Δ avg"] == f"{60.0 - 69.46:.2f}"
+    assert der["#P (M)"] == "9.00" and der["paper avg"] == "74.64"
+    rps = rows[6]
+    assert rps["paper avg"] == "68.60" and rps["paper #P (M)"] == "56.50" and rps["class-IL avg"] == "-"
+
+
+def test_runs_differing_in_a_protocol_key_never_share_a_table(tmp_path):
+    """One result-changing key of the protocol (memory, class order, validation) apart: another
+    table; the backbone and epochs (a method's recipe) apart: the same table, a column each."""
+    base = {"memory": {"size": 200, "per_class": None, "selection": "herding"}, "class_order_seed": 1993,
+            "validation": 0, "train": {"epochs": 5}}  # fmt: skip
+    variants = {
+        "a": ("finetune", "resnet32", {}),
+        "b": ("lwf", "resnet18", {"train": {"epochs": 70}}),  # same table: recipe differences
+        "memory": ("mas", "resnet32", {"memory": {"size": 500, "per_class": None, "selection": "herding"}}),
+        "order": ("ewc", "resnet32", {"class_order": [1, 0], "class_order_seed": None}),
+        "validation": ("si", "resnet32", {"validation": 0.1}),
+    }
+    for name, (method, backbone, change) in variants.items():
+        write_run(tmp_path / name, method, 0, 50.0, 20.0)
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics["config"].update({**base, **change})
+        metrics["choices"]["backbone"] = backbone
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    titles = [line for line in md.splitlines() if line.startswith("### ")]
+    assert len(titles) == 4, titles
+    assert "### mnist5k | B0 2 steps | 200 exemplars | class order seed 1993 | validation none" in titles
+    assert any("500 exemplars" in t for t in titles) and any("validation 0.1" in t for t in titles)
+    assert any("class order listed (" in t for t in titles)
+    shared = md.split("### mnist5k | B0 2 steps | 200 exemplars | class order seed 1993 | validation none")[1]
+    shared = shared.split("###")[0]
+    assert "| finetune | resnet32 | 5 | herding |" in shared and "| lwf | resnet18 | 70 | herding |" in shared

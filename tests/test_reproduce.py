@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from cl_runner.papers import lookup
 
@@ -29,42 +28,41 @@ def test_unknown_table_or_impossible_smoke_is_refused(tmp_path, args):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow  # eight small runs: under a minute on two cores
+@pytest.mark.slow  # seven small runs: about two minutes on two cores
 def test_der_cifar100_smoke_reproduces_the_table_with_the_paper_column(tmp_path):
-    """Two of the table's protocols (PRESETS narrows them): DER and DER w/o P with the paper's
-    numbers beside them, and the iCaRL and WA rows with their nearest-mean-of-exemplars columns."""
-    protocols = ("b0_5", "b50_2")
-    presets = ",".join(f"der_cifar100_{name}" for name in protocols)
-    proc = reproduce("der_cifar100", "--smoke", "device=cpu", out=tmp_path / "out", env={"PRESETS": presets})
+    """One of the table's protocols (PRESETS narrows them): every row of DER's Table 1 in the
+    paper's order, each run's row with the paper's numbers and #P beside it, RPSNet's with the
+    paper's alone, and nearest-mean-of-exemplars columns for every method with a memory."""
+    preset = "der_cifar100_b0_5"
+    proc = reproduce("der_cifar100", "--smoke", "device=cpu", out=tmp_path / "out", env={"PRESETS": preset})
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "out" / "der_cifar100_smoke"
     jobs = [p for p in folder.iterdir() if (p / "metrics.json").is_file()]
-    assert len(jobs) == 8  # 2 protocols x DER / DER w/o P / iCaRL / WA, one seed
+    assert len(jobs) == 7  # DER, DER w/o P, iCaRL, UCIR, BiC, WA, PODNet; one seed
     with (folder / "report" / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and (folder / "report" / "report.md").is_file()
-    for name in protocols:
-        preset = OmegaConf.load(ROOT / "configs" / "experiment" / f"der_cifar100_{name}.yaml")
-        base, steps = preset.init_classes, preset.steps
-        schedule = f"B{base or 0} {steps} steps"
-        for prune in ("True", "False"):
-            differs = f"method.prune={prune}"
-            (row,) = [r for r in rows if r["schedule"] == schedule and r["differs"] == differs]
-            paper = lookup(f"der_cifar100_{name}", "der", {"method.prune": prune == "True"})
+    assert [r["method"] for r in rows] == ["icarl", "ucir", "bic", "wa", "podnet", "rpsnet", "der", "der"]
+    assert [r["differs"] for r in rows][-2:] == ["method.prune=False", "method.prune=True"]  # DER w/o P, DER
+    for row in rows:
+        method, ran = row["method"], row["seeds"] == "1"
+        when = {"method.prune": row["differs"] == "method.prune=True"} if method == "der" else {}
+        paper = lookup(preset, method, when)
+        if ran:
             assert float(row["paper avg"]) == pytest.approx(paper["avg_incremental_acc"])
             assert float(row["paper last"]) == pytest.approx(paper["last_acc"])
-            assert row["NME avg"] != "-"  # DER keeps a memory too
-        for method in ("icarl", "wa"):
-            (row,) = [r for r in rows if r["schedule"] == schedule and r["method"] == method]
-            assert row["NME avg"] != "-" and row["paper avg"] == "-"  # numbers not filled in
+        assert (row["NME avg"] != "-") == ran and (row["#P (M)"] != "-") == ran
+        assert row["paper #P (M)"] == ("11.22" if method not in ("der", "rpsnet") else "-")
+    assert rows[5]["seeds"] == "0" and "not implemented" in rows[5]["differs"]
+    assert rows[5]["paper avg"] == "-"  # the 5-step source has no RPSNet number
+    assert (folder / "report" / "report.md").is_file()
 
 
-@pytest.mark.slow  # eleven small AlexNet runs on generated files: about four minutes on two cores
+@pytest.mark.slow  # thirteen small AlexNet runs on generated files: about five minutes on two cores
 @pytest.mark.parametrize(
     "table, preset, methods",
     [
         ("lwf_table", "lwf_imagenet_cub", ["feature_extraction", "finetune", "finetune_fc", "joint", "lwf"]),
-        ("mas_table", "mas_flowers_birds", ["ewc", "finetune", "joint", "lwf", "mas", "si"]),
+        ("mas_table", "mas_flowers_birds", ["ewc", "finetune", "imm", "imm", "joint", "lwf", "mas", "si"]),
     ],
 )
 def test_sequence_table_smoke_runs_every_method_on_files_in_each_format(tmp_path, table, preset, methods):
@@ -79,7 +77,7 @@ def test_sequence_table_smoke_runs_every_method_on_files_in_each_format(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "out" / f"{table}_smoke"
     jobs = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
-    assert [j.split("method=")[1].split(",")[0] for j in jobs] == methods
+    assert sorted(j.split("method=")[1].split(",")[0] for j in jobs) == methods  # IMM: mean and mode
     with (folder / "report" / "report_tasks.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(methods)  # two tasks each

@@ -31,6 +31,16 @@ METHODS = {
     "si": ["method=si"],
     "icarl": ["method=icarl", "memory.size=30"],
     "wa": ["method=wa", "memory.size=30"],
+    "imm": ["method=imm"],
+    "ucir": ["method=ucir", "memory.per_class=5", "method.cbf_epochs=2"],
+    "bic": [
+        "method=bic",
+        "memory.size=30",
+        "validation=10",
+        "method.val_per_class=6",
+        "method.bias_epochs=2",
+    ],
+    "podnet": ["method=podnet", "memory.per_class=5", "method.cbf_epochs=2", "method.proxies=3"],
 }
 TIMINGS = ("train_seconds", "peak_memory_mb", "phase_seconds")
 

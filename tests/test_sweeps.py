@@ -7,6 +7,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from cl_runner.train import main, run
 
@@ -133,3 +134,30 @@ def test_launcher_without_its_extra_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as error:  # cl-run says it in one line, exit code 2 (test_cli.py)
         check_overrides(["-m", "hydra/launcher=joblib", f"hydra.sweep.dir={tmp_path}"], config_dir())
     assert str(error.value) == "hydra/launcher=joblib needs the sweep extra: pip install 'cl_runner[sweep]'"
+
+
+def test_optuna_search_maximises_the_held_out_accuracy_never_the_test_sets(tmp_path):
+    """hparams_search=optuna, three trials on digits: the best trial the sweeper reports is the
+    one with the highest validation average incremental accuracy, read from the trials' own
+    metrics.json, whatever their test numbers."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = cl_run("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "validation=0.1", "method=lwf",
+                  "method.lamb=interval(0.1,100)", "dataset=digits", "train.epochs=1", "steps=2",
+                  "logger=local", "device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(trials) == 3
+    held = [t["validation"]["summary"]["class_il"]["avg_incremental_acc"] for t in trials]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(held))
+    winner = trials[held.index(max(held))]
+    assert best["best_params"]["method.lamb"] == pytest.approx(winner["config"]["method"]["lamb"])
+
+
+def test_a_search_without_a_held_out_split_is_refused(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = cl_run("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1", "dataset=synthetic",
+                  "logger=local", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert "objective=validation.avg_incremental_acc needs a held-out split" in proc.stderr

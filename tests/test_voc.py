@@ -101,7 +101,7 @@ def test_a_sequence_learns_voc_with_its_bce_head_and_reports_its_map(tmp_path):
     write_voc2012(tmp_path / "voc", images=(40, 20))
     small = [f"+sets.voc2012.root={tmp_path / 'voc'}", "+sets.voc2012.size=32", "+sets.voc2012.workers=0"]
     cfg = make_cfg("method=lwf", "sequence=[digits,voc2012]", "backbone=resnet20", "device=cpu",
-                   "logger=local", "train.epochs=2", "memory.size=20", *small)  # fmt: skip
+                   "logger=local", "train.epochs=2", "memory.size=40", *small)  # fmt: skip
     run(cfg, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "nme" not in metrics["accuracy_matrix"]  # no nearest mean for a multi-label run

@@ -21,10 +21,18 @@ class Benchmark:
     augment: Augment
     generator: torch.Generator  # shuffling and distortions, drawn alike by every process
     heads: Heads | None = None  # a sequence of data sets: each label's own head (task-IL losses)
+    validation: ImageSet | None = None  # held out of the training images (`validation`)
 
     @classmethod
     def on_device(
-        cls, splits: Splits, order: list[int], tasks: list[Task], augment: Augment, seed: int, device
+        cls,
+        splits: Splits,
+        order: list[int],
+        tasks: list[Task],
+        augment: Augment,
+        seed: int,
+        device,
+        validation: ImageSet | None = None,
     ):
         """Labels remapped to class-order positions; images and labels moved to the device once
         (file images stay on disk, their labels move)."""
@@ -35,7 +43,21 @@ class Benchmark:
 
         generator = torch.Generator(device=device).manual_seed(seed)
         heads = Heads.of(tasks, device) if tasks[0].name is not None else None
-        return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator, heads)
+        held = None if validation is None else prepare(validation)
+        return cls(prepare(splits.train), prepare(splits.test), tasks, augment, generator, heads, held)
+
+    def validation_data(self, task: Task, per_class: int | None, batch_size: int, ranks: Ranks = SINGLE):
+        """The held-out images of every class seen so far, the same number of each: `per_class`
+        (the first in the held-out order), or as many as every class has."""
+        labels = self.validation.labels
+        seen = labels < task.end
+        counts = torch.bincount(labels[seen], minlength=task.end)
+        keep = int(counts.min()) if per_class is None else min(per_class, int(counts.min()))
+        positions = torch.cat([(labels == c).nonzero().squeeze(1)[:keep] for c in range(task.end)])
+        loader = DeviceLoader(
+            self.validation.images[positions], labels[positions], batch_size, True, self.generator
+        )
+        return TaskData(loader, task, self.augment, self.generator, True, ranks, self.heads)
 
     def training_data(
         self,

@@ -9,7 +9,9 @@ go on regardless.
 import logging
 import netrc
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cl_runner.labels import group_name
 from cl_runner.loggers import Logger
@@ -31,6 +33,22 @@ def resolve_mode(mode: str) -> str:
     if mode == "auto":
         return "online" if has_credentials() else "offline"
     return mode
+
+
+def server_url():
+    return urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+
+
+def server_reachable(timeout: float = 3.0) -> bool:
+    """Whether the W&B server (`WANDB_BASE_URL`, default api.wandb.ai) accepts a connection
+    within `timeout`: wandb.init itself retries for about 90 seconds before giving up."""
+    url = server_url()
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def run_identity(choices: dict, config: dict) -> dict:
@@ -93,6 +111,9 @@ class WandbLogger(Logger):
         mode = resolve_mode(mode)
         if mode == "disabled":
             return
+        why_offline = "no credentials"
+        if mode == "online" and not server_reachable():
+            mode, why_offline = "offline", f"{server_url().netloc} unreachable"
         identity = run_identity(choices, config)
         try:
             import wandb
@@ -113,7 +134,7 @@ class WandbLogger(Logger):
             return
         if mode == "offline":
             log.warning(
-                "W&B: no credentials, logging offline; upload later with `wandb sync %s`", self.run.dir
+                "W&B: %s, logging offline; upload later with `wandb sync %s`", why_offline, self.run.dir
             )
 
     def fail(self, error: Exception) -> None:
@@ -175,6 +196,15 @@ class WandbLogger(Logger):
                 for j, entry in enumerate(results.final_per_task(kind)):  # the LwF/MAS tables' numbers
                     self.run.summary[f"{kind}/final_acc_task_{j}"] = entry["acc"]
                     self.run.summary[f"{kind}/final_drop_task_{j}"] = entry["drop"]
+            for kind, values in results.validation_summary().items():  # the held-out split's
+                for key, value in values.items():
+                    self.run.summary[f"validation/{kind}/{key}"] = value
+            for choice in results.hparams:  # the continual search's choice per task
+                for key, value in choice.items():
+                    if key not in ("task", "trials"):
+                        self.run.summary[f"hparams/task_{choice['task']}/{key}"] = value
+            for key, value in results.cost().items():
+                self.run.summary[f"cost/{key}"] = value
             self.run.finish()
 
         self._safely(finish)

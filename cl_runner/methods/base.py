@@ -30,11 +30,13 @@ from cl_runner.errors import ConfigError
 from cl_runner.models import IncrementalNet
 
 #: what a stage trains: every trainable parameter | the newest task's head | the classifier
-#: (`ContinualNet.classifier_parameters`); the last two with the rest frozen and in eval mode
+#: (`ContinualNet.classifier_parameters`) | a function of the network giving the parameters; all
+#: but the first with the rest frozen
 TRAINS = ("all", "head", "classifier")
 #: what it trains on: the task's data (new classes plus exemplars) | that data with every class
-#: cut to the smallest class's count
-DATA = ("task", "balanced")
+#: cut to the smallest class's count | the exemplar memory as updated after the task | the
+#: held-out validation images of every seen class (`validation`), `per_class` of each
+DATA = ("task", "balanced", "memory", "validation")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,13 @@ class Stage:
 
     name: str
     epochs: int | None = None
-    trains: str = "all"
+    trains: str | Callable = "all"
     data: str = "task"
     after_task: bool = False  # runs after the memory update and `method.after_task`
+    #: a stage that trains part of the network: the rest in eval mode (BatchNorm statistics fixed)
+    #: or in train mode (PODNet's official fine-tuning lets them follow the memory)
+    mode: str = "eval"
+    per_class: int | None = None  # data="validation": images of each seen class (None: as many as all have)
     lr: float | None = None  # None: train.lr x the method's lr_scale (x later_lr_factor)
     milestones: tuple[int, ...] | None = None  # given: a multistep schedule of its own
     gamma: float = 0.1
@@ -105,6 +111,17 @@ class Method:
     trains_old_heads: bool = False
     #: the method rehearses exemplars (iCaRL, WA): a run without a memory is a config error
     needs_memory: bool = False
+    #: share of the memory budget the runner fills with training exemplars (BiC keeps the rest
+    #: for its validation images, as its official code counts them in the budget)
+    exemplar_share: float = 1.0
+    #: every gradient clamped to [-c, c] elementwise before the step (PODNet's official hooks)
+    grad_clamp: float | None = None
+    #: the method trains on images held out of training (BiC's bias stage): `validation` is needed
+    needs_validation: bool = False
+    #: the attribute weighing stability against plasticity, which the continual hyper-parameter
+    #: search decays (hparams.py), and where that search starts (FACIL's gridsearch_config)
+    stability: str | None = None
+    stability_start: float | None = None
 
     def stages(self, task: Task, rehearsal: bool) -> list[Stage]:
         """How the task is learnt: `head_epochs` of the new head alone (not on the first task),

@@ -31,6 +31,7 @@ from cl_runner.methods.regularized import Regularized
 
 
 class EWC(Regularized):
+    stability, stability_start = "lamb", 10000.0  # the continual search's parameter (FACIL's start)
     part = "ewc"
 
     def __init__(

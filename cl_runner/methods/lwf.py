@@ -25,6 +25,7 @@ from cl_runner.methods.teacher import WithTeacher
 
 
 class LwF(WithTeacher):
+    stability, stability_start = "lamb", 10.0  # the continual search's parameter (FACIL's start)
     trains_old_heads = True  # theta_o is optimised jointly (the paper's joint-optimize step)
 
     def __init__(self, lamb: float = 1.0, T: float = 2.0, head_epochs: int = 0, all_logits: bool = False):

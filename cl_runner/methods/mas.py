@@ -29,6 +29,7 @@ from cl_runner.methods.regularized import Regularized
 
 
 class MAS(Regularized):
+    stability, stability_start = "lamb", 400.0  # the continual search's parameter (FACIL's start)
     part = "mas"
 
     def __init__(

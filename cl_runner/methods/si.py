@@ -28,6 +28,7 @@ from cl_runner.methods.regularized import Regularized
 
 
 class SI(Regularized):
+    stability, stability_start = "c", 10.0  # the continual search's parameter (FACIL's start)
     part = "si"
 
     def __init__(self, c: float = 0.1, xi: float = 1e-3, update: str = "proximal", all_logits: bool = False):

@@ -18,6 +18,7 @@ from cl_runner.models.weights import load_pretrained
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
+        self.relu_out = True  # False: no ReLU after the addition (UCIR's last block, PODNet's)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
@@ -32,7 +33,7 @@ class BasicBlock(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        return F.relu(out + identity) if self.relu_out else out + identity
 
 
 STEMS = {"cifar": (3, 1, False), "imagenet": (7, 2, True), "podnet": (3, 1, True)}  # kernel, stride, pool
@@ -54,7 +55,9 @@ def kaiming_convs(module: nn.Module) -> None:
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int = 3, stem: str = "cifar", zero_init_residual: bool = False):
+    def __init__(
+        self, in_channels: int = 3, stem: str = "cifar", zero_init_residual: bool = False, relu: str = "every"
+    ):
         super().__init__()
         if stem not in STEMS:
             raise ConfigError(f"backbone.stem={stem!r} is invalid: choose from {', '.join(STEMS)}")
@@ -71,10 +74,23 @@ class ResNet18(nn.Module):
         if zero_init_residual:
             for block in self.layers:
                 nn.init.zeros_(block.bn2.weight)
+        if relu not in ("every", "not_last", "none"):
+            raise ConfigError(f"backbone.relu={relu!r} is invalid: choose from every, not_last, none")
+        unrectified = {"every": [], "not_last": list(self.layers)[-1:], "none": list(self.layers)}[relu]
+        for block in unrectified:
+            block.relu_out = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.stem(x))
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.stage_outputs(x)[0]
+
+    def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The pooled features and each stage's output map (PODNet's POD-spatial reads them)."""
+        x, maps = self.stem(x), []
+        for index, block in enumerate(self.layers):
+            x = block(x)
+            if index % 2:  # two blocks a stage
+                maps.append(x)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), maps
 
 
 def resnet18(
@@ -84,10 +100,11 @@ def resnet18(
     zero_init_residual: bool = False,
     weights: str | None = None,
     weights_data: str | None = None,
+    relu: str = "every",
 ) -> ResNet18:
     """`weights`: imagenet (torchvision's) or a state dict's path in torchvision's layout; the
     pretrained fc is kept as `backbone.pretrained` (see weights.py)."""
-    net = ResNet18(in_channels, stem, zero_init_residual)
+    net = ResNet18(in_channels, stem, zero_init_residual, relu)
     net.pretrained = None
     if weights:
         if stem != "imagenet" or in_channels != 3:
