@@ -18,8 +18,8 @@ BatchNorm recalibration, memory update, the method's after-task work, evaluation
 logging) on CIFAR-100-sized data (500 training and 100 test images per class, B0 10 steps,
 1 epoch per task, CIFAR-100's defaults), beside the pure training time the cost model allows at the ceiling.
 
-The cost model says what each method should reach: finetune and MAS one training pass (c),
-LwF one pass plus one teacher forward (f), DER at step t one pass plus t forwards of the
+The cost model says what each method should reach: finetune, MAS and IMM one training pass (c),
+LwF, UCIR, BiC and PODNet one pass plus one teacher forward (f), DER at step t one pass plus t forwards of the
 frozen extractors, SD two passes (two views). `vs_model` is measured / predicted: 1.0 means the
 runner adds nothing over the arithmetic the method needs. Results go to JSON and a table.
 """
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ["finetune", "lwf", "mas", "der", "sd"]
+TEACHER = ("lwf", "ucir", "bic", "podnet")  # one forward of the old network per batch beside the pass
 
 
 def peak_rss_mb() -> float:
@@ -203,7 +204,7 @@ def measure_method(args, method: str) -> dict:
 def predicted(method: str, step: int, c: float, f: float) -> float:
     """Images/s the cost model allows at `step` (0-based), from the ceiling's rates."""
     seconds = 1 / c
-    if method == "lwf" and step > 0:
+    if method in TEACHER and step > 0:
         seconds += 1 / f  # the teacher's forward
     if method.startswith("der"):
         seconds += step / f  # one forward per frozen extractor
