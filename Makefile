@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS  ?=
 
-.PHONY: run test test-fast golden lint clean
+.PHONY: run test test-all test-fast golden lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## the default experiment (embedded MNIST subset, 5 steps); extra overrides via ARGS="..."
 	$(VENV)/bin/cl-run $(ARGS)
 
-test: $(VENV)/.installed  ## every test, the slow end-to-end runs included
-	$(PY) -m pytest -q -m "slow or not slow"
+test: $(VENV)/.installed  ## every test CI runs: the slow end-to-end runs included, the `long` ones not
+	$(PY) -m pytest -q -m "(slow or not slow) and not long"
+
+test-all: $(VENV)/.installed  ## every test, the `long` end-to-end runs too (CI's time cannot hold them)
+	$(PY) -m pytest -q -m "slow or not slow or long"
 
 test-fast: $(VENV)/.installed  ## skip the end-to-end runs marked slow (plain `pytest` does the same)
 	$(PY) -m pytest -q

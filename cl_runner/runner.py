@@ -244,7 +244,7 @@ class Runner:
         return {
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
             "trainable": [p.requires_grad for p in self.model.parameters()],
-            "method": copy.deepcopy(self.method),
+            "method": copy.deepcopy(self.method, self.live_tensors()),
             "rng": checkpoint.rng_state(self.benchmark.generator),
             "images_trained": self.images_trained,
         }
@@ -253,9 +253,15 @@ class Runner:
         self.model.load_state_dict(before["model"])
         for p, trainable in zip(self.model.parameters(), before["trainable"], strict=True):
             p.requires_grad_(trainable)
-        self.method = copy.deepcopy(before["method"])
+        self.method = copy.deepcopy(before["method"], self.live_tensors())
         checkpoint.set_rng_state(before["rng"], self.benchmark.generator)
         self.images_trained = before["images_trained"]
+
+    def live_tensors(self) -> dict:
+        """A deep copy's memo that keeps the network itself: a method's references to the live
+        model, its parameters or buffers (a penalty's cached parameter list) stay references."""
+        live = [self.model, *self.model.parameters(), *self.model.buffers()]
+        return {id(t): t for t in live}
 
     @contextmanager
     def scratch(self):

@@ -60,6 +60,7 @@ def test_the_summary_fits_one_screen_and_names_what_failed():
 
 
 @pytest.mark.slow
+@pytest.mark.long  # every step of the GPU check on the CPU: make test-all
 def test_the_whole_check_runs_on_the_cpu_with_tiny_sizes(tmp_path):
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run(

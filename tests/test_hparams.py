@@ -54,14 +54,32 @@ def run_search(tmp_path, method, scramble_test=False):
     return train(runner)
 
 
-@pytest.mark.parametrize("method, start", [("lwf", 10.0), ("ewc", 10000.0)])
-def test_a_value_per_task_chosen_on_held_out_images_never_the_test_set(tmp_path, method, start):
+@pytest.mark.parametrize("method, start, scramble", [("lwf", 10.0, True), ("ewc", 10000.0, False)])
+def test_a_value_per_task_chosen_on_held_out_images_never_the_test_set(tmp_path, method, start, scramble):
     results = run_search(tmp_path / "a", method)
     chosen = results.hparams
     assert [c["task"] for c in chosen] == [0, 1]
     assert chosen[0]["lr"] in (0.5, 0.1, 0.05) and "lamb" not in chosen[0]
     assert chosen[1]["lr"] in learning_rates(SEARCH, chosen[0]["lr"])
     assert chosen[1]["lamb"] in [start * 0.5**k for k in range(4)]  # decayed at most 3 times
+    if not scramble:  # one method shows it: the search reads no test image
+        return
     again = run_search(tmp_path / "b", method, scramble_test=True)
     assert again.summary()["class_il"] != results.summary()["class_il"]  # the test set did change
     assert again.hparams == chosen  # the choice did not
+
+
+def test_a_trial_restores_the_method_with_its_references_to_the_live_network(tmp_path):
+    """The state before the search is copied, except the network itself: a method's reference
+    to a live parameter (a penalty's cached parameter list) must still reach the live one after
+    a restore, or its proximal step would move a copy."""
+    runner = build_runner(make_cfg("dataset=synthetic", "backbone=resnet20", "device=cpu", "logger=local",
+                                   "method=ewc"), tmp_path)  # fmt: skip
+    runner.model.add_head(2)
+    live = next(runner.model.parameters())
+    runner.method.reference = live
+    before = runner.snapshot()
+    runner.method.reference = None
+    runner.restore_snapshot(before)
+    assert runner.method.reference is live
+    assert before["model"] is not None and before["method"] is not runner.method

@@ -1,4 +1,5 @@
-"""End-to-end runs on the embedded real data (minutes); `make test` runs them, `make test-fast` skips."""
+"""End-to-end runs on the embedded real data (minutes); `make test` runs them (the `long` one only
+`make test-all`), `make test-fast` skips them."""
 
 import json
 
@@ -21,6 +22,7 @@ def test_default_run_on_mnist5k(tmp_path):
     assert metrics["summary"]["class_il"]["avg_forgetting"] > 50
 
 
+@pytest.mark.long  # two full digits runs: make test-all
 def test_joint_beats_finetune_on_digits(tmp_path):
     last = {}
     for method in ("finetune", "joint"):
