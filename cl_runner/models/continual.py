@@ -49,3 +49,28 @@ class ContinualNet(nn.Module):
 
     def param_counts(self) -> dict[str, int]:
         return {"params": sum(p.numel() for p in self.parameters())}
+
+
+class WeightHeads(ContinualNet):
+    """A backbone and one weight matrix per task in `heads` (an `nn.ParameterList`), no bias:
+    UCIR's cosine classifier, PODNet's proxies. A classifier-only stage trains every task's
+    matrix, not the scale the subclass keeps beside them."""
+
+    backbone: nn.Module
+    heads: nn.ParameterList
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [self.heads[-1]]
+
+    def old_head_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads)[:-1]
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads)
+
+    def shared_batchnorms(self) -> list[_BatchNorm]:
+        return [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)]

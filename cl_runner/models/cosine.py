@@ -12,21 +12,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from cl_runner.models.continual import ContinualNet
+from cl_runner.models.continual import WeightHeads
 
 
-class CosineNet(ContinualNet):
+class CosineNet(WeightHeads):
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ParameterList()
         self.sigma = nn.Parameter(torch.ones(()))
-
-    @property
-    def feature_dim(self) -> int:
-        return self.backbone.feature_dim
 
     @property
     def task_sizes(self) -> list[int]:
@@ -47,16 +42,3 @@ class CosineNet(ContinualNet):
         features = self.backbone(x)
         cosine = self.cosines(features)
         return {"logits": self.sigma * cosine, "features": features, "cosine": cosine}
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        return [self.heads[-1]]
-
-    def old_head_parameters(self) -> list[nn.Parameter]:
-        return list(self.heads)[:-1]
-
-    def classifier_parameters(self) -> list[nn.Parameter]:
-        """Every class's weights, not sigma (UCIR's class-balanced fine-tuning leaves it)."""
-        return list(self.heads)
-
-    def shared_batchnorms(self) -> list[_BatchNorm]:
-        return [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)]

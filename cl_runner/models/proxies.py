@@ -12,13 +12,12 @@ method (k-means of the new classes' features)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from cl_runner.errors import ConfigError
-from cl_runner.models.continual import ContinualNet
+from cl_runner.models.continual import WeightHeads
 
 
-class ProxyNet(ContinualNet):
+class ProxyNet(WeightHeads):
     def __init__(self, backbone: nn.Module, proxies: int = 10):
         super().__init__()
         if not hasattr(backbone, "stage_outputs"):
@@ -28,10 +27,6 @@ class ProxyNet(ContinualNet):
         self.backbone, self.proxies = backbone, proxies
         self.heads = nn.ParameterList()
         self.scale = nn.Parameter(torch.ones(()))  # eta of the NCA loss
-
-    @property
-    def feature_dim(self) -> int:
-        return self.backbone.feature_dim
 
     @property
     def task_sizes(self) -> list[int]:
@@ -52,16 +47,3 @@ class ProxyNet(ContinualNet):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features, maps = self.backbone.stage_outputs(x)
         return {"logits": self.similarities(features), "features": features, "maps": maps}
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        return [self.heads[-1]]
-
-    def old_head_parameters(self) -> list[nn.Parameter]:
-        return list(self.heads)[:-1]
-
-    def classifier_parameters(self) -> list[nn.Parameter]:
-        """Every class's proxies, not eta (PODNet's class-balanced fine-tuning leaves it)."""
-        return list(self.heads)
-
-    def shared_batchnorms(self) -> list[_BatchNorm]:
-        return [m for m in self.backbone.modules() if isinstance(m, _BatchNorm)]
