@@ -45,6 +45,7 @@ class Results:
         # the held-out split's matrices and per-step seen accuracy, where `validation` is set
         self.validation: dict[str, list] = {}
         self.hparams: list[dict] = []  # per task: what the continual search chose (hparams.py)
+        self.candidates: list[dict] = []  # per task: the candidates' scores and the one kept (RPSNet)
         self.device = "unknown"  # the device's name, for the cost (set by the run)
         self.devices = 1  # processes (one device each) that ran it
 
@@ -147,7 +148,7 @@ class Results:
 
     def state_dict(self) -> dict:
         return {"matrices": self.matrices, "steps": self.steps, "validation": self.validation,
-                "hparams": self.hparams}  # fmt: skip
+                "hparams": self.hparams, "candidates": self.candidates}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         # checkpoints written before the name changed call the matrices "rows"
@@ -155,6 +156,7 @@ class Results:
         self.steps = state["steps"]
         self.validation = state.get("validation", {})
         self.hparams = state.get("hparams", [])
+        self.candidates = state.get("candidates", [])
 
     def to_dict(self) -> dict:
         held = {}
@@ -175,4 +177,5 @@ class Results:
             "cost": self.cost(),
             **held,
             **({"hparams": self.hparams} if self.hparams else {}),
+            **({"candidates": self.candidates} if self.candidates else {}),
         }

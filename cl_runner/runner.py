@@ -49,6 +49,17 @@ def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
     return (batch + 1) % every == 0 or batch == count - 1
 
 
+def make_optimizer(kind: str, params: list[nn.Parameter], schedule: Schedule) -> torch.optim.Optimizer:
+    """A stage's optimizer (`Stage.optimizer`); weight decay as the schedule says for both."""
+    if kind == "adadelta":
+        return torch.optim.Adadelta(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    return torch.optim.SGD(
+        params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+    )
+
+
 def host_copy(state):
     """A copy of a checkpoint's state with every tensor in host memory."""
     if isinstance(state, torch.Tensor):
@@ -167,7 +178,11 @@ class Runner:
             with clock("search"):
                 self.abandoned_on_stop(lambda: self.hyperparameters(task, data, training))
         at = [stage.name for stage in stages].index(self.checkpointer.position.stage)
-        if at < len(training):
+        if at < len(training) and self.method.candidates > 1 and not task.pretrained:
+            evaluation = self.abandoned_on_stop(
+                lambda: self.best_candidate(task, data, training, clock, evaluate=not later)
+            )
+        elif at < len(training):
             with clock("train"):
                 for stage in training[at:]:
                     self.run_stage(task, data, stage)
@@ -235,6 +250,50 @@ class Runner:
                  task.index, choice.lr, f", {name}={choice.value:g}" if choice.value is not None else "",
                  choice.plastic_acc)  # fmt: skip
 
+    # -- candidates (RPSNet) ------------------------------------------------------------------
+    def best_candidate(self, task: Task, data: TaskData, training: list[Stage], clock: "PhaseClock",
+                       evaluate: bool = False):  # fmt: skip
+        """Each of the method's candidates learns the task from the state before them with its
+        own draws (candidate 0: the run's own), the work after training included; the one with
+        the best class-IL accuracy on the seen classes of `method.select_on` is kept (then
+        evaluated). Candidates write no checkpoint: a stop among them redoes them all."""
+        before = self.snapshot()
+        total = self.images_trained  # every candidate's images count in the run's cost
+        best, scores = None, []
+        for k in range(self.method.candidates):
+            self.restore_snapshot(before)
+            self.method.use_candidate(k, task, self.model)
+            if k:
+                seed = self.benchmark.generator.initial_seed() * 1_000_003 + task.index * 1_009 + k
+                torch.manual_seed(seed)
+                self.benchmark.generator.manual_seed(seed)
+            with self.scratch():
+                with clock("train"):
+                    for stage in training:
+                        self.run_stage(task, data, stage)
+                self.after_training(task, data, clock)
+            total += self.images_trained - before["images_trained"]
+            scores.append(self.seen_accuracy(task, self.method.select_on))
+            log.info("task %d: candidate %d of %d: %.2f on the seen classes' %s images", task.index,
+                     k + 1, self.method.candidates, scores[-1], self.method.select_on)  # fmt: skip
+            if best is None or scores[-1] > scores[best[0]]:
+                best = (k, self.snapshot())
+        self.restore_snapshot(best[1])
+        self.images_trained = total
+        chosen = {"task": task.index, "chosen": best[0], "select_on": self.method.select_on, "scores": scores}
+        self.results.candidates.append(chosen)
+        return self.evaluate(task, clock) if evaluate else None
+
+    def seen_accuracy(self, task: Task, split: str) -> float:
+        """Class-IL accuracy over the seen classes of the held-out split or the test set."""
+        images = self.benchmark.validation if split == "validation" else self.benchmark.test
+        seen = self.benchmark.tasks[: task.index + 1]
+        with self.autocast():
+            result = evaluate(
+                self.model, images, seen, self.evaluation_input, self.settings.eval_batch_size, self.ranks
+            )
+        return result.seen_acc
+
     def apply_hyperparameters(self, lr: float, name: str | None, value: float | None) -> None:
         self.task_lr = lr
         if name is not None and value is not None:
@@ -242,11 +301,15 @@ class Runner:
 
     def snapshot(self) -> dict:
         return {
-            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "model": {
+                k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                for k, v in self.model.state_dict().items()
+            },
             "trainable": [p.requires_grad for p in self.model.parameters()],
             "method": copy.deepcopy(self.method, self.live_tensors()),
             "rng": checkpoint.rng_state(self.benchmark.generator),
             "images_trained": self.images_trained,
+            "memory": copy.deepcopy(self.memory.state_dict()),
         }
 
     def restore_snapshot(self, before: dict) -> None:
@@ -256,6 +319,7 @@ class Runner:
         self.method = copy.deepcopy(before["method"], self.live_tensors())
         checkpoint.set_rng_state(before["rng"], self.benchmark.generator)
         self.images_trained = before["images_trained"]
+        self.memory.load_state_dict(copy.deepcopy(before["memory"]), self.device)
 
     def live_tensors(self) -> dict:
         """A deep copy's memo that keeps the network itself: a method's references to the live
@@ -501,14 +565,13 @@ class Runner:
         data = self.stage_data(task, data, stage)
         if first_epoch == 0 and order is None:
             self.method.stage_start(stage, self.model, data)
+        self.method.stage_prepare(stage, self.model, data)
         if self.settings.channels_last:
             self.model.to(memory_format=torch.channels_last)
         local = stage.loss is not None
         self.logger.stage_start(task, stage.name, schedule.epochs, len(data))
         with self.stage_parameters(task, data, stage) as params, self.forward_pass(task, local) as network:
-            optimizer = torch.optim.SGD(
-                params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
-            )
+            optimizer = make_optimizer(stage.optimizer, params, schedule)
             # float16 autocast (GPUs without bf16) scales the loss; otherwise the scaler passes through
             scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
             self.checkpointer.restore_optimizer(optimizer, scaler)
@@ -577,7 +640,7 @@ class Runner:
             scaler.update()
             if stage.loss is None:
                 group = optimizer.param_groups[0]
-                self.method.after_step(self.model, group["lr"], group["momentum"])
+                self.method.after_step(self.model, group["lr"], group.get("momentum", 0.0))
             for name, value in {"loss": loss.detach(), **parts}.items():
                 sums[name] = sums.get(name, 0) + value.float()
             self.logger.batch_end()

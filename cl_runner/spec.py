@@ -469,8 +469,12 @@ def read_recipe(cfg: DictConfig, choices: dict, config_root) -> Recipe:
     for group, name in picked.items():
         if not name:
             continue
+        paths = files_of(root / group, name)
+        if not paths:  # an optional recipe (`${method}_${dataset}`) with no file: none applied
+            picked[group] = None
+            continue
         keys = {}
-        for path in files_of(root / group, name):
+        for path in paths:
             node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
             node.pop("defaults", None)
             keys.update(flatten(node))

@@ -125,7 +125,8 @@ def runner_for(spec: RunSpec, out_dir: Path | str, ranks: Ranks = SINGLE) -> Run
         raise ConfigError(f"{held} cannot keep one exemplar for each of the {classes} classes")
     if method.needs_validation and validation is None:
         raise ConfigError(
-            f"method={name} trains on held-out images: set validation (a share, or a count per class)"
+            f"method={name} learns from held-out images (BiC's bias, RPSNet's choice of candidate): "
+            "set validation (a share, or a count per class)"
         )
     saved = None
     # resume=auto (sweeps, SLURM requeues): continue when this folder already holds a checkpoint

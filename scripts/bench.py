@@ -145,9 +145,14 @@ def measure_ceiling(args) -> dict:
 
 
 def method_overrides(args, method: str) -> list[str]:
-    """`der_nop` is DER without pruning; DER's balanced stage runs `--balanced-epochs` epochs."""
+    """`der_nop` is DER without pruning; DER's balanced stage runs `--balanced-epochs` epochs;
+    RPSNet runs on its own network (its ratio is against the backbone's ceiling, not its own)."""
     der = ["method=der", f"memory.size={args.der_memory}", f"method.balanced_epochs={args.balanced_epochs}"]
-    named = {"der": der, "der_nop": [*der, "method.prune=false"]}
+    named = {
+        "der": der,
+        "der_nop": [*der, "method.prune=false"],
+        "rpsnet": ["method=rpsnet", "backbone=rpsnet"],
+    }
     return [*named.get(method, [f"method={method}"]), *args.extra]
 
 

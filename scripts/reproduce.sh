@@ -36,16 +36,16 @@ case $table in
   der_cifar100)
     # DER and DER w/o P, then the table's other rows (iCaRL, UCIR, BiC, WA, PODNet) on the same
     # protocols: their own recipes (method_dataset/<method>_cifar100) on DER's ResNet-18 and
-    # class order, as the table ran them (its #P is 11.22M for every one of them). RPSNet's row
-    # shows the paper's numbers only (docs/fidelity.md). The smoke run leaves out B0 50 steps
-    # (50 tasks: minutes on its own).
+    # class order, as the table ran them (its #P is 11.22M for every one of them); RPSNet on its
+    # own network. The smoke run leaves out B0 50 steps (50 tasks: minutes on its own).
     protocols=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
     [ $smoke = 1 ] || protocols=$protocols,der_cifar100_b0_50
     protocols=${PRESETS:-$protocols}
     sweep=(experiment=$protocols method.prune=true,false)
     order=$("$python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['class_order'])" \
       "$here/../configs/method_dataset/der_cifar100.yaml" | tr -d ' ')
-    apart=(experiment=$protocols method=${METHODS:-icarl,ucir,bic,wa,podnet})
+    apart_methods=$(echo ",${METHODS:-icarl,ucir,bic,wa,podnet}," | sed 's/,rpsnet,/,/g; s/^,//; s/,$//')
+    apart=(); [ "$apart_methods" ] && apart=(experiment=$protocols method=$apart_methods)
     apart_fixed=(backbone=resnet18 "class_order=$order")
     shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=200 memory.per_class=null
             ++method.balanced_epochs=1 train.warmup_epochs=0)
@@ -54,7 +54,13 @@ case $table in
     # the smoke run shrinks each method's own stages too, one method at a time (BiC holds 20
     # images of each class out: the smoke files have 4)
     declare -A method_shrink=([bic]="method.bias_epochs=2 validation=2" [podnet]="method.cbf_epochs=2 method.proxies=2"
-                              [ucir]="method.cbf_epochs=2") ;;
+                              [ucir]="method.cbf_epochs=2")
+    # RPSNet on its own network (backbone=rpsnet), 8 candidate runs per task, the best on a 10%
+    # held-out split kept; the smoke run narrows the bank and runs 2 candidates
+    if [[ ,${METHODS:-rpsnet}, == *,rpsnet,* ]]; then
+      own_rows=(experiment=$protocols method=rpsnet) own_fixed=(backbone=rpsnet "class_order=$order") own_alone=1
+      own_smoke=(backbone.width=16 backbone.modules=2 method.candidates=2 validation=1 memory.size=200)
+    fi ;;
   der_imagenet100)
     # B0 uses the official pre-activation ResNet-18, which has no channel plan: DER w/o P only.
     sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)
@@ -74,11 +80,14 @@ case $table in
     apart=(experiment=$presets method=feature_extraction method.head_epochs=0)
     shrink=(train.batch_size=8) ;;
   mas_table)
-    # IMM's two rows (mean and mode) run apart: method.mode exists for IMM alone. EBLL, the
-    # table's last row, is not implemented yet.
+    # The table's nine rows. IMM's two (mean and mode) run apart: method.mode exists for IMM
+    # alone; EBLL runs apart too, as its smoke run shrinks its autoencoder's stage.
     presets=${PRESETS:-mas_birds_scenes,mas_scenes_birds,mas_flowers_birds,mas_flowers_scenes,mas_8tasks}
-    sweep=(experiment=$presets method=${METHODS:-mas,finetune,lwf,ewc,si,joint})
-    [ "${METHODS:-}" ] || apart=(experiment=$presets method=imm method.mode=mean,mode)
+    methods=,${METHODS:-finetune,lwf,ebll,imm,ewc,si,mas,joint},
+    swept=$(echo "$methods" | tr , '\n' | grep -vx -e '' -e imm -e ebll | paste -sd, -)
+    sweep=(); [ "$swept" ] && sweep=(experiment=$presets method=$swept)
+    [[ $methods == *,imm,* ]] && apart=(experiment=$presets method=imm method.mode=mean,mode)
+    [[ $methods == *,ebll,* ]] && own_rows=(experiment=$presets method=ebll) own_smoke=(method.ae_epochs=2)
     shrink=(train.batch_size=8) ;;
   *) usage ;;
 esac
@@ -125,7 +134,9 @@ if [ $smoke = 1 ]; then
   extra+=("$(folder_names "${extra[@]}")")
 fi
 
-"${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+if [ ${#sweep[@]} -gt 0 ]; then
+  "${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
+fi
 if [ "${apart:-}" ] && [ $smoke = 1 ] && declare -p method_shrink &>/dev/null; then
   for m in $(echo "${apart[1]#method=}" | tr , ' '); do
     read -ra own <<< "${method_shrink[$m]:-}"
@@ -136,5 +147,14 @@ elif [ "${apart:-}" ]; then
   names=()  # a class order would make a folder name too long
   [ $smoke = 1 ] || [ "${apart_fixed:-}" ] && names=("$(folder_names "${apart_extra[@]}")")
   "${cl_run[@]}" -m "${apart[@]}" "seed=$seeds" resume=auto "${apart_extra[@]}" "$@" "hydra.sweep.dir=$out" "${names[@]}"
+fi
+if [ "${own_rows:-}" ]; then  # rows with keys of their own (EBLL's stage, RPSNet's network) to shrink apart
+  own=(); [ $smoke = 1 ] && own=("${own_smoke[@]}")
+  own_extra=("${apart_extra[@]}")  # own_alone: none of the apart rows' fixed keys (their backbone)
+  [ "${own_alone:-}" ] && own_extra=("${extra[@]:${#shrink[@]}}")
+  own_extra=(${own_fixed[@]+"${own_fixed[@]}"} ${own_extra[@]+"${own_extra[@]}"})
+  names=(); [ $smoke = 1 ] || [ "${own_fixed:-}" ] && names=("$(folder_names "${own_extra[@]}" ${own[@]+"${own[@]}"})")
+  "${cl_run[@]}" -m "${own_rows[@]}" ${own[@]+"${own[@]}"} "seed=$seeds" resume=auto "${own_extra[@]}" "$@" \
+    "hydra.sweep.dir=$out" ${names[@]+"${names[@]}"}
 fi
 "${cl_report[@]}" "$out" --out "$out/report"

@@ -7,13 +7,16 @@ import math
 import pytest
 import torch
 
+from cl_runner.data.batch import TaskData
+from cl_runner.data.loader import DeviceLoader
 from cl_runner.data.schedule import Task
+from cl_runner.methods.base import Stage
 from cl_runner.methods.bic import BiC
 from cl_runner.models.bias import BiasNet
 from cl_runner.train import build_runner
 
 from .conftest import TINY, make_cfg
-from .tiny import Pixels, make_batch
+from .tiny import Pixels, identity_augment, make_batch
 
 
 def bias_net(*heads: list[list[float]]) -> BiasNet:
@@ -51,8 +54,14 @@ def test_the_bias_layer_fit_on_a_two_class_toy_removes_the_new_class_bias():
     batch = make_batch(images, [0] * 8 + [1] * 8, task1)
     accuracy = lambda: (net(batch.clean())["logits"].argmax(1) == batch.labels).float().mean().item()  # noqa: E731
     assert accuracy() == 0.5  # every image called new
+    # the stage's data, shuffled: its fixed logits computed once and looked up by position
+    loader = DeviceLoader(batch.images, batch.labels, 16, True, torch.Generator().manual_seed(0))
+    data = TaskData(loader, task1, identity_augment(2), torch.Generator())
+    bic.stage_prepare(Stage("bias"), net, data)
+    assert net.applied == [1]  # computed uncorrected, the stage's corrections left as they were
     for _ in range(300):
-        loss, _ = bic.bias_loss(batch, net)
+        (shuffled,) = list(data.epoch())
+        loss, _ = bic.bias_loss(shuffled, net)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -46,8 +46,8 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
         (  # a config-group option that does not exist, found before Hydra starts
             ["method=nope"],
             "cl-run: error: method=nope is unknown; choose from: "
-            "bic, der, ewc, feature_extraction, finetune, finetune_fc, icarl, imm, joint, lwf, mas, "
-            "podnet, sd, si, ucir, wa",
+            "bic, der, ebll, ewc, feature_extraction, finetune, finetune_fc, icarl, imm, joint, lwf, mas, "
+            "podnet, rpsnet, sd, si, ucir, wa",
         ),
         (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
         (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse

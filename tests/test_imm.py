@@ -13,21 +13,9 @@ from cl_runner.models import IncrementalNet
 from cl_runner.train import build_runner, train
 
 from .conftest import TINY, make_cfg
-from .tiny import make_batch
+from .tiny import Scale, make_batch
 
 TASK0, TASK1 = Task(0, (0, 1), 0), Task(1, (2, 3), 2)
-
-
-class Scale(nn.Module):
-    """features = w * pixels / 255: one shared parameter vector."""
-
-    def __init__(self, w: list[float]):
-        super().__init__()
-        self.w = nn.Parameter(torch.tensor(w))
-        self.feature_dim = len(w)
-
-    def forward(self, x):
-        return x.flatten(1) * self.w
 
 
 def test_mode_imm_of_two_quadratics_lands_on_the_fisher_weighted_mean():
@@ -82,8 +70,51 @@ def test_mode_imm_runs_end_to_end_and_keeps_one_solution_and_fisher_per_task(tmp
         assert (imm.fishers[0][name] > 0).all()  # 1e-8 floor: no division by zero
 
 
+class OneLayer(nn.Module):
+    """A single weight layer as the whole backbone: a linear one, or a 1x1 convolution."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.layer = nn.Linear(3, 4) if kind == "linear" else nn.Conv2d(3, 4, 1)
+        self.feature_dim = 4
+
+    def forward(self, x):
+        return self.layer(x if isinstance(self.layer, nn.Conv2d) else x.flatten(1)).flatten(1)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_drop_transfer_drops_each_units_change_from_the_last_solution(kind):
+    """h = W_{k-1} x + b_{k-1} + m ((W x + b) - (W_{k-1} x + b_{k-1})) / (1 - p), one mask entry
+    per image and unit, in training only; nothing left hooked after the forward pass."""
+    torch.manual_seed(0)
+    net = IncrementalNet(OneLayer(kind))
+    net.add_head(2)
+    previous = {name: torch.randn_like(p) for name, p in net.backbone.named_parameters()}
+    imm = IMM(drop=0.5)
+    imm.solutions = [previous]
+    x = torch.randn(6, 3, 1, 1)
+    with torch.no_grad():
+        own = net.backbone(x)
+        old = OneLayer(kind)
+        old.load_state_dict(previous)
+        before = old(x)
+        torch.manual_seed(7)
+        with imm.drop_transfer(net):
+            dropped = net.backbone(x)
+        torch.manual_seed(7)
+        mask = torch.nn.functional.dropout(torch.ones_like(own), 0.5)  # the same draws: 0 or 1 / (1 - p)
+    assert set(mask.unique().tolist()) == {0.0, 2.0}
+    assert torch.allclose(dropped, before + mask * (own - before), atol=1e-6)
+    assert not net.backbone.layer._forward_hooks  # the hooks live inside the forward pass only
+    net.eval()
+    with torch.no_grad(), imm.drop_transfer(net):
+        assert torch.equal(net.backbone(x), own)  # evaluation sees the network itself
+
+
 def test_bad_values_are_config_errors():
     with pytest.raises(ConfigError, match="method.mode='median'"):
         IMM(mode="median")
     with pytest.raises(ConfigError, match="method.l2=-1"):
         IMM(l2=-1)
+    with pytest.raises(ConfigError, match="method.drop=1"):
+        IMM(drop=1)

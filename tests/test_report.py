@@ -211,7 +211,7 @@ def test_der_table_in_the_papers_row_order_with_params_and_the_rows_nothing_ran(
         "paper only: BiC",
         "wa",
         "paper only: PODNet",
-        "paper only: RPSNet (not implemented here: docs/fidelity.md, RPSNet)",
+        "paper only: RPSNet",
         "paper only: DER w/o P",
         "der",
     ]

@@ -31,7 +31,17 @@ METHODS = {
     "si": ["method=si"],
     "icarl": ["method=icarl", "memory.size=30"],
     "wa": ["method=wa", "memory.size=30"],
-    "imm": ["method=imm"],
+    "imm": ["method=imm", "method.drop=0.5"],  # drop-transfer's masks too
+    "ebll": ["method=ebll", "method.head_epochs=1", "method.ae_epochs=3"],
+    "rpsnet": [
+        "method=rpsnet",
+        "backbone=rpsnet",
+        "backbone.width=16",
+        "backbone.modules=3",
+        "memory.size=30",
+        "method.candidates=1",
+        "method.jump=1",
+    ],  # a new path each task: its draws and freezing resumed
     "ucir": ["method=ucir", "memory.per_class=5", "method.cbf_epochs=2"],
     "bic": [
         "method=bic",

@@ -21,6 +21,18 @@ class Pixels(nn.Module):
         return x.flatten(1)
 
 
+class Scale(nn.Module):
+    """features = w * pixels / 255: one shared parameter vector (see `identity_augment`)."""
+
+    def __init__(self, w: list[float]):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+        self.feature_dim = len(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) * self.w
+
+
 def linear_net(*heads: list[list[float]], biases: list[list[float]] | None = None) -> IncrementalNet:
     """Identity features followed by heads with the given weight matrices (and zero biases)."""
     dim = len(heads[0][0])

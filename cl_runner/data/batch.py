@@ -72,6 +72,9 @@ class Batch:
     targets: torch.Tensor | None = None  # a multi-label task's: 1 present, -1 absent, 0 difficult
     heads: Heads | None = None  # a sequence's: every image is scored by its own task's head
     network: nn.Module | None = None  # what runs the model's forward pass (None: the model)
+    #: each image's row in its data's images (`TaskData.loader.images`): a key for what a stage
+    #: keeps fixed per image (BiC's logits of the fixed network)
+    positions: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -190,6 +193,7 @@ class TaskData:
                 targets=targets,
                 heads=self.heads,
                 network=network,
+                positions=self.loader.order[span.start : span.start + span.global_size][span.shard],
             )
 
 

@@ -37,6 +37,10 @@ TRAINS = ("all", "head", "classifier")
 #: cut to the smallest class's count | the exemplar memory as updated after the task | the
 #: held-out validation images of every seen class (`validation`), `per_class` of each
 DATA = ("task", "balanced", "memory", "validation")
+#: how a stage's parameters learn: SGD with momentum (every method's training) | Adadelta
+#: (EBLL's autoencoders, as the authors' code trains them; rho 0.9, eps 1e-6, `lr` its scale) |
+#: Adam (RPSNet; betas 0.9, 0.999)
+OPTIMIZERS = ("sgd", "adadelta", "adam")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Stage:
     momentum: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None
+    optimizer: str = "sgd"
     #: (batch, model) -> (loss, parts) instead of the method's `training_loss`; such a stage
     #: adds no add-on terms and calls no `after_step`
     loss: Callable | None = None
@@ -122,6 +127,10 @@ class Method:
     #: search decays (hparams.py), and where that search starts (FACIL's gridsearch_config)
     stability: str | None = None
     stability_start: float | None = None
+    #: runs that learn each task from the same state, each with its own draws, of which the best
+    #: on the seen classes is kept (RPSNet's candidate paths); `select_on` the split that decides
+    candidates: int = 1
+    select_on: str = "validation"
 
     def stages(self, task: Task, rehearsal: bool) -> list[Stage]:
         """How the task is learnt: `head_epochs` of the new head alone (not on the first task),
@@ -133,12 +142,20 @@ class Method:
         """Called when a stage begins (not again when a resume continues inside it), after its
         data is drawn (DER resets its classifier before the balanced stage)."""
 
+    def stage_prepare(self, stage: Stage, model: nn.Module, data: TaskData) -> None:
+        """Called whenever a stage runs, after `stage_start` and also when a resume continues
+        inside it: what the stage keeps fixed for its duration (BiC's logits of the network)."""
+
     def training_classes(self, task: Task) -> range:
         """Labels whose training data the runner feeds in this task (memory comes on top)."""
         return task.labels
 
     def before_task(self, task: Task, model: nn.Module, memory) -> None:
         """Called after the runner added the task's head; snapshot teachers, grow networks."""
+
+    def use_candidate(self, candidate: int, task: Task, model: nn.Module) -> None:
+        """Before candidate `candidate` (of `candidates`) learns the task from the state
+        `before_task` left (RPSNet draws its path here)."""
 
     def classification_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Cross-entropy over the new head's logits when the batch holds only the new task's

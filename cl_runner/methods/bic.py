@@ -31,11 +31,14 @@ from cl_runner.methods.base import Batch, Stage, TaskData, require
 from cl_runner.methods.losses import modified_cross_entropy
 from cl_runner.methods.teacher import WithTeacher
 from cl_runner.models.bias import BiasNet
+from cl_runner.modes import eval_mode
 
 CORRECTIONS = ("last", "all")
+FIXED_CHUNK = 256  # images per forward pass of the bias stage's fixed logits
 
 
 class BiC(WithTeacher):
+    fixed_logits: torch.Tensor | None = None  # the bias stage's network outputs, per held-out image
     network = BiasNet
     all_logits = True
     needs_memory = True
@@ -80,6 +83,22 @@ class BiC(WithTeacher):
         elif stage.name == "bias":
             model.applied = list(range(t + 1)) if self.corrections == "all" else [t]
 
+    def stage_prepare(self, stage: Stage, model: BiasNet, data: TaskData) -> None:
+        """The bias stage trains two parameters on a fixed network: each held-out image's
+        uncorrected logits are computed once (undistorted, eval mode, in fixed chunks so that a
+        resume computes the same), not in every one of its 200 epochs."""
+        if stage.name != "bias":
+            return
+        applied, model.applied = model.applied, []
+        with torch.no_grad(), eval_mode(model):
+            images = data.loader.images
+            chunks = [
+                data.augment.normalize(images[i : i + FIXED_CHUNK])
+                for i in range(0, len(images), FIXED_CHUNK)
+            ]
+            self.fixed_logits = torch.cat([model(chunk)["logits"] for chunk in chunks])
+        model.applied = applied
+
     def after_task(self, task: Task, model: BiasNet, memory, data: TaskData) -> None:
         if task.index == 0 or not self.bias_epochs:  # no stage 2: evaluated uncorrected
             model.applied = list(range(task.index)) if self.corrections == "all" else []
@@ -96,13 +115,14 @@ class BiC(WithTeacher):
 
     def before_task(self, task: Task, model: BiasNet, memory) -> None:
         super().before_task(task, model, memory)  # the teacher: corrected as the last task left it
+        self.fixed_logits = None  # the last bias stage's
         for correction in model.bias:  # learnt only in their own bias stage
             correction.requires_grad_(False)
 
     def bias_loss(self, batch: Batch, model: BiasNet) -> tuple[torch.Tensor, dict]:
         """Stage 2: cross-entropy of the corrected logits of undistorted held-out images, with
         the official penalty on beta; only this task's (alpha, beta) learn."""
-        logits = model(batch.clean())["logits"]  # eq. 4: the network applies the correction
+        logits = model.corrected(self.fixed_logits[batch.positions])  # eq. 4 on the fixed network's logits
         ce = F.cross_entropy(logits, batch.labels)
         alpha, beta = model.correction(batch.task.index)
         loss = ce + self.beta_penalty * beta.pow(2)  # eq. 5, plus the official l2 on beta

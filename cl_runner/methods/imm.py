@@ -18,11 +18,24 @@ evaluated (the heads are each task's own, not merged):
 F_k the diagonal Fisher of task k's solution: labels sampled from the network's own predictive
 distribution over the task's head, F = mean over the task's batches of (d mean-NLL / d theta)^2
 (eval mode, clean images), starting from 1e-8 (CLsurvey's diag_fisher). The next task starts
-again from theta_k, never from the merge. Drop-transfer is not implemented (docs/fidelity.md).
+again from theta_k, never from the merge.
+
+Drop-transfer (`drop` = p > 0; the authors' code: p = 0.5, main_drop.py), dropout of each unit's
+update away from the previous solution, on every weight layer of the backbone, per image:
+
+    h = W_{k-1} x + b_{k-1} + m * ((W x + b) - (W_{k-1} x + b_{k-1})) / (1 - p),   m ~ Bernoulli(1 - p)
+
+which is the paper's theta_hat = theta_{k-1} + m (theta - theta_{k-1}) / (1 - p) applied per unit,
+as the authors' code does it (a frozen theta_{k-1} plus a dropped-out trainable update).
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from cl_runner.data.schedule import Task
 from cl_runner.methods.base import Batch, Method, TaskData, require
@@ -67,11 +80,30 @@ def sampled_fisher(model: IncrementalNet, data: TaskData, task: Task) -> dict[st
     return {name: value / n for name, value in totals.items()}
 
 
+def drop_transfer(p: float, weight: torch.Tensor, bias: torch.Tensor | None):
+    """A forward hook: the layer's output with each unit's change from the previous solution's
+    output dropped with probability p (kept ones scaled by 1 / (1 - p)); in eval mode the layer's own."""
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        x = inputs[0]
+        previous = (
+            module._conv_forward(x, weight, bias)
+            if isinstance(module, _ConvNd)
+            else F.linear(x, weight, bias)
+        )
+        return previous + F.dropout(output - previous, p)
+
+    return hook
+
+
 class IMM(Method):
-    def __init__(self, mode: str = "mode", l2: float = 0.01):
+    def __init__(self, mode: str = "mode", l2: float = 0.01, drop: float = 0.0):
         require(mode in MODES, f"method.mode={mode!r} is invalid: choose from mean, mode")
         require(l2 >= 0, f"method.l2={l2} is invalid: expected a number >= 0")
-        self.mode, self.l2 = mode, l2
+        require(0 <= drop < 1, f"method.drop={drop} is invalid: expected a probability in [0, 1)")
+        self.mode, self.l2, self.drop = mode, l2, drop
         self.solutions: list[dict[str, torch.Tensor]] = []  # theta_k of each task, shared parameters
         self.fishers: list[dict[str, torch.Tensor]] = []  # F_k (mode-IMM)
 
@@ -80,8 +112,31 @@ class IMM(Method):
         if self.solutions:
             load_shared(model, self.solutions[-1])
 
+    @contextmanager
+    def drop_transfer(self, model: IncrementalNet) -> Iterator[None]:
+        """Drop-transfer on the backbone's weight layers for one forward pass (none on the first
+        task, nor without `drop`); hooks live only inside it, so evaluation, BatchNorm
+        recalibration and the Fisher see the network itself."""
+        if not (self.drop and self.solutions):
+            yield
+            return
+        previous = self.solutions[-1]
+        hooks = [
+            module.register_forward_hook(
+                drop_transfer(self.drop, previous[f"{name}.weight"], previous.get(f"{name}.bias"))
+            )
+            for name, module in model.backbone.named_modules()
+            if isinstance(module, nn.Linear | _ConvNd)
+        ]
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+
     def training_loss(self, batch: Batch, model: IncrementalNet) -> tuple[torch.Tensor, dict]:
-        _, out = batch.forward(model)
+        with self.drop_transfer(model):
+            _, out = batch.forward(model)
         ce = self.classification_loss(out["logits"], batch)
         if not self.solutions or not self.l2:
             return ce, {"ce": ce.detach()}

@@ -43,15 +43,20 @@ class LwF(WithTeacher):
         ce = self.classification_loss(logits, batch)
         if soft_targets is None:
             return ce, {"ce": ce.detach()}
+        kd = self.distillation(logits, soft_targets, batch)
+        return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
+
+    def distillation(self, logits: torch.Tensor, soft_targets: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """L_old: the old classes' logits against the teacher's (`soft_targets`, old classes only)."""
         old = batch.task.offset
         if batch.task.name is None:  # a class split: one softmax over all old classes (FACIL)
-            kd = modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
-        else:  # a sequence: eq. 3-4 for each old task's head, summed
-            pairs = zip(
-                logits[:, :old].split(self.old_heads, 1), soft_targets.split(self.old_heads, 1), strict=True
-            )
-            kd = sum(modified_cross_entropy(student, teacher, self.T) for student, teacher in pairs)
-        return ce + self.lamb * kd, {"ce": ce.detach(), "kd": kd.detach()}  # eq. 2
+            return modified_cross_entropy(logits[:, :old], soft_targets, self.T)  # eq. 3-4
+        pairs = zip(
+            logits[:, :old].split(self.old_heads, 1), soft_targets.split(self.old_heads, 1), strict=True
+        )
+        return sum(
+            modified_cross_entropy(student, teacher, self.T) for student, teacher in pairs
+        )  # per old task
 
     def load_state_dict(self, state: dict, model: nn.Module) -> None:
         super().load_state_dict(state, model)

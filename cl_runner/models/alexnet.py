@@ -27,10 +27,14 @@ class AlexNetFeatures(nn.Module):
         self.features, self.avgpool = net.features, net.avgpool
         self.fc = net.classifier[:-1]
         self.feature_dim = 4096
+        self.pooled_dim = 256 * 6 * 6
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """pool5, flattened: the input of the fully connected layers (EBLL's autoencoders read it)."""
+        return torch.flatten(self.avgpool(self.features(x)), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.fc(x)
+        return self.fc(self.pooled(x))
 
 
 class SmallAlexNet(nn.Module):
@@ -48,9 +52,14 @@ class SmallAlexNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(2048, 2048), nn.ReLU(),
         )  # fmt: skip
         self.feature_dim = 2048
+        self.pooled_dim = 256 * 4
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The last pooling's output, flattened: the input of the fully connected layers."""
+        return torch.flatten(self.features(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+        return self.fc(self.pooled(x))  # fc's Flatten leaves the flat input as it is
 
 
 def alexnet(

@@ -28,17 +28,19 @@ class BiasNet(IncrementalNet):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = super().forward(x)
-        if not self.applied:
-            return out
-        logits, start = [], 0
+        return {**out, "logits": self.corrected(out["logits"])} if self.applied else out
+
+    def corrected(self, logits: torch.Tensor) -> torch.Tensor:
+        """The `applied` tasks' corrections on uncorrected logits."""
+        parts, start = [], 0
         for task, size in enumerate(self.task_sizes):
-            part = out["logits"][:, start : start + size]
+            part = logits[:, start : start + size]
             if task in self.applied:
                 alpha, beta = self.bias[task]
                 part = alpha * part + beta  # eq. 4
-            logits.append(part)
+            parts.append(part)
             start += size
-        return {**out, "logits": torch.cat(logits, 1)}
+        return torch.cat(parts, 1)
 
     def get_extra_state(self) -> dict:
         return {"applied": list(self.applied)}
