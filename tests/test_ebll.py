@@ -1,6 +1,6 @@
 """EBLL (cl_runner/methods/ebll.py, models/encoders.py): the code penalty and the autoencoder's
-loss by hand on a tiny network, against the paper's formulas; which parameters each stage moves;
-a crash inside the autoencoder's stage resumes to the uninterrupted numbers."""
+loss by hand on a tiny network, against the authors' code's formulas; which parameters each
+stage moves; a crash inside the autoencoder's stage resumes to the uninterrupted numbers."""
 
 import math
 
@@ -80,7 +80,7 @@ def test_no_penalty_for_tasks_without_a_trained_autoencoder():
 def test_the_autoencoders_loss_is_the_task_loss_through_the_reconstruction_plus_its_mse():
     """F*(x) = (1, 0); encoder 0 -> code sigma(0) = 0.5; decoder (2, 0) 0.5 + (0, 1) = (1, 1) the
     reconstruction; task 0's head (identity) reads logits (1, 1): CE = log 2 for either label;
-    MSE = mean((0, 1)^2) = 0.5; loss = CE + 0.1 MSE (eq. 3)."""
+    MSE = mean((0, 1)^2) = 0.5; loss = CE + 0.1 MSE (L_ae)."""
     net = EncoderNet(Scale([1.0, 1.0]), code_dim=1)
     net.add_head(2)
     with torch.no_grad():

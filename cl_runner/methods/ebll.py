@@ -5,19 +5,20 @@ learning`, the code the MAS paper's group used; AlexNet_EBLL.py, Finetune_SGD_EB
 LwF, plus after each task an under-complete autoencoder on the features the fully connected
 layers read (F*, pool5; models/encoders.py), trained with the task's network T* frozen:
 
-    min_{r}  l( T*(r(F*(x))), y ) + ae_alpha * mean (r(F*(x)) - F*(x))^2                   (eq. 3)
+    min_{r}  l( T*(r(F*(x))), y ) + ae_alpha * mean (r(F*(x)) - F*(x))^2                (L_ae)
 
 (the code's Adadelta, lr 0.1, 200 epochs; its MSE is the mean over the batch and the features).
 A later task k then learns, from the network as task k-1 left it (the LwF teacher, frozen), with
 
     L = l(head_k(F(x)), y) + lamb * sum_{j<k} KD_T(head_j(F(x)), head_j*(F*(x)))             (LwF)
-        + code_alpha * sum_{j<k} mean (sigma(W_j F(x) + b_j) - sigma(W_j F*(x) + b_j))^2    (eq. 6)
+        + code_alpha * sum_{j<k} mean (sigma(W_j F(x) + b_j) - sigma(W_j F*(x) + b_j))^2   (L_code)
 
 the code of the current features against the teacher's on the same distorted batch, through
-task j's fixed encoder (sigma: its sigmoid), mean over the batch and the code (the code's
-nn.MSELoss; the paper writes alpha/2 ||.||^2 per image). T = 2, lamb = 1, code_alpha = 0.1 and
-ae_alpha = 0.1 as in the authors' demo; their warm-up of the new head alone (`head_epochs`) comes
-first, as in LwF. The code distilled flows into the shared layers only: encoders stay fixed.
+task j's fixed encoder (sigma: its sigmoid), mean over the batch and the code (the PyTorch
+code's nn.MSELoss; the MatConvNet code behind the paper: alpha/2 ||.||^2 per image). T = 2,
+lamb = 1, code_alpha = 0.1 and ae_alpha = 0.1 as in the authors' demo; their warm-up of the new
+head alone (`head_epochs`) comes first, as in LwF. The code distilled flows into the shared
+layers only: encoders stay fixed.
 """
 
 import torch
@@ -84,7 +85,7 @@ class EBLL(LwF):
             old = self.teacher(x)
         kd = self.distillation(out["logits"], old["logits"][:, : batch.task.offset], batch)
         code = self.code_loss(model, out["code_input"], old["code_input"], batch.task)
-        loss = ce + self.lamb * kd + self.code_alpha * code  # LwF + eq. 6
+        loss = ce + self.lamb * kd + self.code_alpha * code  # LwF + L_code
         return loss, {"ce": ce.detach(), "kd": kd.detach(), "code": code.detach()}
 
     @staticmethod
@@ -98,7 +99,7 @@ class EBLL(LwF):
         return torch.stack(terms).sum() if terms else current.new_zeros(())
 
     def autoencoder_loss(self, batch: Batch, model: EncoderNet) -> tuple[torch.Tensor, dict]:
-        """Eq. 3 for the task just learnt: its reconstruction of F*(x) read by the fixed layers
+        """L_ae for the task just learnt: its reconstruction of F*(x) read by the fixed layers
         above it and the task's head. The rest of the network runs in train mode as in the
         authors' code (AlexNet's dropout on); what produces F*(x) in eval mode (BatchNorm fixed)."""
         task = batch.task
@@ -115,4 +116,4 @@ class EBLL(LwF):
         else:
             ce = F.cross_entropy(logits[:, task.offset : task.end], batch.labels - task.offset)
         mse = F.mse_loss(reconstruction, target)
-        return ce + self.ae_alpha * mse, {"ce": ce.detach(), "mse": mse.detach()}  # eq. 3
+        return ce + self.ae_alpha * mse, {"ce": ce.detach(), "mse": mse.detach()}  # L_ae
