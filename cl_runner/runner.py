@@ -50,7 +50,7 @@ def polls(batch: int, count: int, every: int = STOP_POLL) -> bool:
 
 
 def make_optimizer(kind: str, params: list[nn.Parameter], schedule: Schedule) -> torch.optim.Optimizer:
-    """A stage's optimizer (`Stage.optimizer`); weight decay as the schedule says for both."""
+    """A stage's optimizer (`Stage.optimizer`), at the schedule's rate and weight decay."""
     if kind == "adadelta":
         return torch.optim.Adadelta(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
     if kind == "adam":

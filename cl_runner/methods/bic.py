@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from cl_runner.data.schedule import Task
+from cl_runner.evaluate import forward_all
 from cl_runner.methods.base import Batch, Stage, TaskData, require
 from cl_runner.methods.losses import modified_cross_entropy
 from cl_runner.methods.teacher import WithTeacher
 from cl_runner.models.bias import BiasNet
-from cl_runner.modes import eval_mode
 
 CORRECTIONS = ("last", "all")
 FIXED_CHUNK = 256  # images per forward pass of the bias stage's fixed logits
@@ -90,13 +90,8 @@ class BiC(WithTeacher):
         if stage.name != "bias":
             return
         applied, model.applied = model.applied, []
-        with torch.no_grad(), eval_mode(model):
-            images = data.loader.images
-            chunks = [
-                data.augment.normalize(images[i : i + FIXED_CHUNK])
-                for i in range(0, len(images), FIXED_CHUNK)
-            ]
-            self.fixed_logits = torch.cat([model(chunk)["logits"] for chunk in chunks])
+        with torch.no_grad():
+            self.fixed_logits = forward_all(model, data.loader.images, data.augment.normalize, FIXED_CHUNK)
         model.applied = applied
 
     def after_task(self, task: Task, model: BiasNet, memory, data: TaskData) -> None:

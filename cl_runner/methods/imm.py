@@ -80,7 +80,7 @@ def sampled_fisher(model: IncrementalNet, data: TaskData, task: Task) -> dict[st
     return {name: value / n for name, value in totals.items()}
 
 
-def drop_transfer(p: float, weight: torch.Tensor, bias: torch.Tensor | None):
+def drop_transfer_hook(p: float, weight: torch.Tensor, bias: torch.Tensor | None):
     """A forward hook: the layer's output with each unit's change from the previous solution's
     output dropped with probability p (kept ones scaled by 1 / (1 - p)); in eval mode the layer's own."""
 
@@ -123,7 +123,7 @@ class IMM(Method):
         previous = self.solutions[-1]
         hooks = [
             module.register_forward_hook(
-                drop_transfer(self.drop, previous[f"{name}.weight"], previous.get(f"{name}.bias"))
+                drop_transfer_hook(self.drop, previous[f"{name}.weight"], previous.get(f"{name}.bias"))
             )
             for name, module in model.backbone.named_modules()
             if isinstance(module, nn.Linear | _ConvNd)

@@ -67,7 +67,7 @@ class EncoderNet(IncrementalNet):
     def heads_on(self, code_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The features and every head's logits from the autoencoders' input (or a reconstruction of it)."""
         features = self.backbone.fc(code_input) if self.has_fc else code_input
-        return features, torch.cat([head(features) for head in self.heads], dim=1)
+        return features, self.head_logits(features)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         code_input = self.code_input(x)

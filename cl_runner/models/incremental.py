@@ -54,7 +54,10 @@ class IncrementalNet(ContinualNet):
         head.load_state_dict(classifier)
         self.heads[-1] = head.to(next(self.backbone.parameters()).device)
 
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Every task's head on the features, concatenated in task order."""
+        return torch.cat([head(features) for head in self.heads], dim=1)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(x)
-        logits = torch.cat([head(features) for head in self.heads], dim=1)
-        return {"logits": logits, "features": features}
+        return {"logits": self.head_logits(features), "features": features}
