@@ -142,3 +142,18 @@ def test_der_cifar100_presets_follow_the_protocols():
         assert (cfg.init_classes, cfg.steps) == (base, steps)
         assert list(cfg.class_order[:3]) == [87, 0, 52]  # the official configs' trial 2 (PODNet)
         assert cfg.train.epochs == 170 and cfg.backbone._target_.endswith("resnet18")
+
+
+def test_an_optional_recipe_without_a_file_is_not_reported_as_applied():
+    """`method_dataset: ${method}_${dataset}` is optional: Hydra records the choice (lwf_synthetic)
+    even with no such file; the run then reports no recipe, and the console prints no line."""
+    from dataclasses import asdict
+
+    from cl_runner.loggers.console import recipe_lines
+
+    none = spec_of(make_cfg("method=lwf", "dataset=synthetic"), {"method_dataset": "lwf_synthetic"})
+    assert none.recipe.recipe is None and recipe_lines(asdict(none.recipe)) == []
+    wa = spec_of(make_cfg("method=wa", "dataset=cifar100"), {"method_dataset": "wa_cifar100"})
+    assert wa.recipe.recipe == "wa_cifar100" and recipe_lines(asdict(wa.recipe))[0].startswith(
+        "recipe wa_cifar100 sets: "
+    )
