@@ -1,48 +1,17 @@
 """Evaluation of all seen tasks in one batched pass over their test data."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_runner.data.files import batches
 from cl_runner.data.images import ImageSet
+from cl_runner.data.outputs import forward_all
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.metrics import mean_average_precision
-from cl_runner.modes import eval_mode
 from cl_runner.results import Evaluation
-
-
-@torch.inference_mode()
-def forward_batches(
-    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str | tuple[str, ...]
-) -> Iterator:
-    """The model's output `key` (eval mode, no distortion), batch after batch; a tuple of
-    outputs where `key` is a tuple of keys."""
-    # File-based images arrive on the CPU; in-memory ones are already where the model is.
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else images.device
-    with eval_mode(model):
-        for batch in batches(images, batch_size, pin=device.type == "cuda"):
-            out = model(normalize(batch.to(device, non_blocking=True)))
-            if isinstance(key, tuple):
-                yield tuple(at_least_float32(out[k]) for k in key)
-            else:
-                yield at_least_float32(out[key])
-
-
-def forward_all(
-    model: nn.Module, images: torch.Tensor, normalize: Callable, batch_size: int, key: str | tuple = "logits"
-):
-    """The model's output `key` (or outputs, for a tuple of keys) over many images,
-    concatenated. Only those outputs are kept: DER's auxiliary logits over a whole ImageNet
-    task would fill the device."""
-    parts = list(forward_batches(model, images, normalize, batch_size, key))
-    if isinstance(key, tuple):
-        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
-    return torch.cat(parts)
 
 
 def class_means(
@@ -63,11 +32,6 @@ def class_means(
         mean = sums / counts[:, None]
         means = mean if means is None else (means + mean)
     return F.normalize(means / len(views), dim=1)
-
-
-def at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """bf16 outputs (AMP) as float32; float32 and float64 as they are."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def evaluate(

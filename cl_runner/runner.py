@@ -21,10 +21,11 @@ from cl_runner.compiled import compiled
 from cl_runner.data.batch import TaskData, balanced_subset
 from cl_runner.data.benchmark import Benchmark
 from cl_runner.data.memory import ExemplarMemory
+from cl_runner.data.outputs import forward_all, forward_batches
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 from cl_runner.errors import NonFiniteLossError
-from cl_runner.evaluate import class_means, evaluate, forward_all, forward_batches
+from cl_runner.evaluate import class_means, evaluate
 from cl_runner.hparams import ContinualSearch, choose
 from cl_runner.loggers import Loggers
 from cl_runner.methods.base import AddOn, Method, Stage

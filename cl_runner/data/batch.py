@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cl_runner.data.loader import EVERY_ROW, Augment, DeviceLoader
+from cl_runner.data.outputs import forward_all
 from cl_runner.data.schedule import Task
 from cl_runner.distributed import SINGLE, Ranks
 
@@ -135,6 +136,11 @@ class TaskData:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch()
+
+    def outputs(self, model: nn.Module, batch_size: int, key: str = "logits") -> torch.Tensor:
+        """The model's output `key` for every training image, undistorted and in eval mode, in
+        the loader's row order (a batch's `positions` index it): what a stage keeps fixed."""
+        return forward_all(model, self.loader.images, self.augment.normalize, batch_size, key)
 
     def subset(self, keep: torch.Tensor, batch_size: int) -> "TaskData":
         """The images at positions `keep`, in batches of `batch_size`, one view per image

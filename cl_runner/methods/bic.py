@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from cl_runner.data.schedule import Task
-from cl_runner.evaluate import forward_all
 from cl_runner.methods.base import Batch, Stage, TaskData, require
 from cl_runner.methods.losses import modified_cross_entropy
 from cl_runner.methods.teacher import WithTeacher
@@ -91,7 +90,7 @@ class BiC(WithTeacher):
             return
         applied, model.applied = model.applied, []
         with torch.no_grad():
-            self.fixed_logits = forward_all(model, data.loader.images, data.augment.normalize, FIXED_CHUNK)
+            self.fixed_logits = data.outputs(model, FIXED_CHUNK)
         model.applied = applied
 
     def after_task(self, task: Task, model: BiasNet, memory, data: TaskData) -> None:
