@@ -460,7 +460,7 @@ class Runner:
     def schedule(self, task: Task, stage: Stage) -> Schedule:
         """The stage's optimisation: its own values, the rest from the training schedule (the
         first learnt task's own where it has one), at the method's and later tasks' rate."""
-        base = self.settings.schedule(first=not self.later(task))
+        base = self.settings.schedule(first=not self.later(task), learnt=self.learnt_position(task))
         if self.task_lr is not None and not stage.after_task:
             base = replace(base, lr=self.task_lr)
         lr = stage.lr
@@ -483,8 +483,12 @@ class Runner:
 
     def later(self, task: Task) -> bool:
         """Whether `task` comes after the first task learnt here (`later_lr_factor`, `fix_bn`)."""
+        return self.learnt_position(task) > 0
+
+    def learnt_position(self, task: Task) -> int:
+        """0 for the first task learnt here (after any pretrained one), 1 for the next, ..."""
         first_learnt = next(t.index for t in self.benchmark.tasks if not t.pretrained)
-        return task.index > first_learnt
+        return task.index - first_learnt
 
     def fixed_batchnorms(self, task: Task) -> list[nn.Module]:
         """`fix_bn`: after the first learnt task, the BatchNorm layers every task shares keep

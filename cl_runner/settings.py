@@ -60,6 +60,9 @@ class TrainSettings:
     gamma: float = 0.1
     warmup_epochs: int = 0
     first_task: FirstTask = field(default_factory=FirstTask)
+    # same: every task's weight decay is `weight_decay`; inverse: the t-th learnt task's (t from 0)
+    # is weight_decay / (t + 1), as BiC's and WA's official ImageNet code decays it
+    weight_decay_per_task: str = "same"
     eval_batch_size: int = 1024  # config "auto" is decided for the device by config.validate
     amp: bool = False
     channels_last: bool = False  # likewise "auto"
@@ -71,13 +74,16 @@ class TrainSettings:
     later_lr_factor: float = 1.0  # the learning rate of later tasks is lr times this
     fix_bn: bool = False  # BatchNorm statistics stay as the first learnt task left them
 
-    def schedule(self, first: bool = False) -> Schedule:
-        """The main stage's schedule; the first learnt task's own values where it has them."""
+    def schedule(self, first: bool = False, learnt: int = 0) -> Schedule:
+        """The main stage's schedule for the `learnt`-th learnt task (0: the first, which takes
+        its own values where it has them)."""
+        inverse = self.weight_decay_per_task == "inverse"
+        decay = self.weight_decay / (learnt + 1) if inverse else self.weight_decay
         main = Schedule(
             self.epochs,
             self.lr,
             self.momentum,
-            self.weight_decay,
+            decay,
             self.scheduler,
             tuple(self.milestones),
             self.gamma,

@@ -362,6 +362,7 @@ def read_training(cfg: DictConfig) -> TrainSettings:
             milestones=_epochs(cfg, "train.first_task.milestones", optional=True),
             weight_decay=_number(cfg, "train.first_task.weight_decay", 0, optional=True),
         ),
+        weight_decay_per_task=_choice(cfg, "train.weight_decay_per_task", ("same", "inverse")),
         eval_batch_size=_auto_or(_int, cfg, "train.eval_batch_size", 1),
         amp=_bool(cfg, "train.amp"),
         channels_last=_auto_or(_bool, cfg, "train.channels_last"),

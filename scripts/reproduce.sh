@@ -12,8 +12,8 @@
 # CIFAR-format files (4 training images per class), one epoch, a ResNet-20, one seed. For
 # lwf_table and mas_table: every set generated in its release's format (scripts/synthetic_sets.py)
 # and random AlexNet weights in place of the ImageNet and Places365 ones; PRESETS=a,b narrows the
-# presets swept (der_cifar100 too: its protocols), METHODS=a,b the methods of mas_table (and
-# der_cifar100's rows run apart from DER).
+# presets swept (der_cifar100 and der_imagenet100 too: their protocols), METHODS=a,b the methods of
+# mas_table (and the der tables' rows run apart from DER).
 set -euo pipefail
 
 usage() {
@@ -62,8 +62,18 @@ case $table in
       own_smoke=(backbone.width=16 backbone.modules=2 method.candidates=2 validation=1 memory.size=200)
     fi ;;
   der_imagenet100)
-    # B0 uses the official pre-activation ResNet-18, which has no channel plan: DER w/o P only.
-    sweep=(experiment=der_imagenet100_b0_10,der_imagenet100_b50_10 method.prune=false)
+    # DER w/o P (the official ImageNet config is der_womask; B0's pre-activation ResNet-18 has no
+    # channel plan), then the table's other rows on the same protocols with their own ImageNet
+    # recipes (method_dataset/<method>_imagenet100) on the standard ResNet-18, and RPSNet on its
+    # ImageNet network.
+    protocols=${PRESETS:-der_imagenet100_b0_10,der_imagenet100_b50_10}
+    sweep=(experiment=$protocols method.prune=false)
+    apart_methods=$(echo ",${METHODS:-icarl,ucir,bic,wa,podnet}," | sed 's/,rpsnet,/,/g; s/^,//; s/,$//')
+    apart=(); [ "$apart_methods" ] && apart=(experiment=$protocols method=$apart_methods)
+    apart_fixed=(backbone=resnet18 backbone.stem=imagenet)
+    if [[ ,${METHODS:-rpsnet}, == *,rpsnet,* ]]; then
+      own_rows=(experiment=$protocols method=rpsnet) own_fixed=(backbone=rpsnet) own_alone=1
+    fi
     [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; } ;;
   lwf_mas_cifar100)
     sweep=(experiment=lwf_cifar100_b0_10,mas_cifar100_b0_10)

@@ -88,6 +88,47 @@ def test_imagenet100_preset_is_the_official_recipe():
     assert list(cfg.class_order[:5]) == [68, 56, 78, 8, 23]
 
 
+# method: (epochs, batch, lr, milestones or the cosine schedule, weight decay, per task) from the
+# authors' ImageNet code (docs/fidelity.md, "The DER table's other rows")
+IMAGENET_RECIPES = {
+    "icarl": (60, 128, 0.02, [20, 30, 40, 50], 1e-3, "same"),
+    "ucir": (90, 128, 0.1, [30, 60], 1e-4, "same"),
+    "podnet": (90, 64, 0.05, "cosine", 5e-4, "same"),
+    "bic": (100, 256, 0.1, [30, 60, 80, 90], 1e-3, "inverse"),
+    "wa": (100, 256, 0.1, [30, 60, 80, 90], 1e-4, "inverse"),
+    "rpsnet": (100, 64, 0.001, [20, 40, 60, 80], 0.0, "same"),
+}
+
+
+@pytest.mark.parametrize("preset", ["der_imagenet100_b0_10", "der_imagenet100_b50_10"])
+@pytest.mark.parametrize("method", list(IMAGENET_RECIPES))
+def test_der_imagenet_rows_take_their_own_imagenet_recipe_on_the_tables_protocol(preset, method):
+    """The overrides `reproduce.sh der_imagenet100` gives each row: the method's recipe, the
+    table's protocol (steps, class order, 2,000 exemplars) and the standard ResNet-18 (RPSNet:
+    its ImageNet network); nothing of DER's own recipe leaks into another method's run."""
+    backbone = ["backbone=rpsnet"] if method == "rpsnet" else ["backbone=resnet18", "backbone.stem=imagenet"]
+    cfg = make_cfg(f"experiment={preset}", f"method={method}", *backbone, "device=cpu")
+    spec = spec_of(cfg)
+    epochs, batch, lr, schedule, decay, per_task = IMAGENET_RECIPES[method]
+    t = spec.training
+    milestones = t.scheduler if schedule == "cosine" else t.milestones
+    assert (t.epochs, t.batch_size, t.lr, milestones, t.weight_decay) == (epochs, batch, lr, schedule, decay)
+    assert t.weight_decay_per_task == per_task and t.warmup_epochs == 0 and t.precise_bn is False
+    assert (cfg.memory.size, cfg.memory.per_class, cfg.steps) == (2000, None, 10)
+    assert list(cfg.class_order[:3]) == [68, 56, 78] and cfg.backbone.stem == "imagenet"
+    assert "prune" not in cfg.method and "balanced_epochs" not in cfg.method
+    own = {"ucir": ("lambda_base", 10.0), "podnet": ("flat_weight", 10.0), "rpsnet": ("rigidness", 10.0)}
+    if method in own:
+        assert cfg.method[own[method][0]] == own[method][1]
+    assert cfg.validation == {"icarl": 50, "bic": 20, "rpsnet": 0.1}.get(method, 0)
+
+
+def test_der_imagenet_b50_runs_the_official_b50_network():
+    cfg = make_cfg("experiment=der_imagenet100_b50_10", "device=cpu")
+    assert (cfg.backbone.stem, cfg.backbone.zero_init_residual, cfg.init_classes) == ("podnet", True, 50)
+    assert cfg.method.prune is False and spec_of(cfg).training.epochs == 220  # der_womask, as B0
+
+
 @pytest.mark.parametrize("name", options("experiment"))
 def test_every_paper_preset_turns_batchnorm_recalibration_off_and_holds_no_paper_numbers(name):
     for prune in (["method.prune=true"], ["method.prune=false"]) if name.startswith("der") else ([],):
@@ -179,3 +220,23 @@ def test_the_first_task_trains_with_its_own_schedule_and_the_later_ones_with_the
     assert (wa.schedule().epochs, wa.schedule().weight_decay, wa.schedule(first=True).weight_decay) == (
         170, 2e-4, 5e-4,
     )  # fmt: skip
+
+
+def test_inverse_weight_decay_divides_by_the_learnt_tasks_position(tmp_path):
+    """BiC's official ImageNet code: weight decay 1e-4 x nb_groups / (itera + 1), i.e. 1e-3 / (t + 1)
+    with 10 groups; WA's: 1e-4 / (t + 1). The optimizer of each task gets exactly that."""
+    runner = build_runner(make_cfg(*TINY, "steps=5", "train.weight_decay=1e-3",
+                                   "train.weight_decay_per_task=inverse"), tmp_path)  # fmt: skip
+    seen = []
+    run_epoch = runner.run_epoch
+
+    def spy(batches, stage, optimizer, *rest):
+        seen.append((runner.checkpointer.position.task, optimizer.param_groups[0]["weight_decay"]))
+        return run_epoch(batches, stage, optimizer, *rest)
+
+    runner.run_epoch = spy
+    runner.run()
+    assert [wd for _, wd in seen] == pytest.approx([1e-3 / (t + 1) for t in range(5)])
+    assert [task for task, _ in seen] == list(range(5))
+    same = spec_of(make_cfg(*TINY, "train.weight_decay=1e-3")).training
+    assert [same.schedule(learnt=t).weight_decay for t in (0, 2)] == [1e-3, 1e-3]

@@ -28,6 +28,33 @@ def test_unknown_table_or_impossible_smoke_is_refused(tmp_path, args):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_der_imagenet100_runs_every_row_of_the_table(tmp_path):
+    """ImageNet files cannot be generated to scale here: a stand-in cl-run records the sweeps. DER
+    w/o P on both protocols, the five baselines on the standard ResNet-18 with their own recipes,
+    RPSNet on its own network; every sweep over three seeds and resumable; then the report."""
+    fake = tmp_path / "cl-run"
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$*" >> "$OUT/calls.txt"\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"CL_RUN": str(fake), "CL_REPORT": f"{fake} report", "OUT": str(out), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(SCRIPT), "der_imagenet100", "device=cuda"], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    calls = [line.split() for line in (out / "calls.txt").read_text().splitlines()]
+    protocols = "experiment=der_imagenet100_b0_10,der_imagenet100_b50_10"
+    der, apart, rpsnet, report = calls
+    assert der[:3] == ["-m", protocols, "method.prune=false"]
+    assert apart[:3] == ["-m", protocols, "method=icarl,ucir,bic,wa,podnet"]
+    assert {"backbone=resnet18", "backbone.stem=imagenet"} <= set(apart)
+    assert rpsnet[:3] == ["-m", protocols, "method=rpsnet"] and "backbone=rpsnet" in rpsnet
+    for sweep in (der, apart, rpsnet):
+        assert {"seed=0,1,2", "resume=auto", "device=cuda", f"hydra.sweep.dir={out}/der_imagenet100"} <= set(
+            sweep
+        )
+    assert report == ["report", f"{out}/der_imagenet100", "--out", f"{out}/der_imagenet100/report"]
+
+
 @pytest.mark.slow  # five small runs: about a minute and a half on two cores
 def test_der_cifar100_smoke_reproduces_the_table_with_the_paper_column(tmp_path):
     """One of the table's protocols (PRESETS narrows them) and three of the rows run apart from

@@ -75,6 +75,27 @@ def test_a_layers_modules_on_the_path_are_what_runs():
     assert net.param_counts()["params"] == used + skips + 10 * (bank.feature_dim + 1)
 
 
+def test_the_imagenet_network_is_rps_nets():
+    """`RPS_net` (rps_net.py): layer 1's modules a 7x7 stride-2 conv with bias, BatchNorm and ReLU
+    (3 x 64 x 49 + 64 + 2 x 64 = 9,600 parameters, as the official Conv2d(3, 64, 7, 2, 3)), no
+    max-pool after it, max-pools after layers 3, 5, 7, 9: 224 -> 112 -> 56 -> 28 -> 14 -> 7."""
+    assert sum(p.numel() for p in RPSBank(modules=1, stem="imagenet").layers[0][0].parameters()) == 9600
+    bank = RPSBank(modules=2, width=16, stem="imagenet")
+    sizes = {}
+    for layer, row in enumerate(bank.layers):
+        row[1].register_forward_hook(lambda _m, _i, out, layer=layer: sizes.setdefault(layer, out.shape[-1]))
+    features = bank(torch.randn(2, 3, 224, 224), [[0, 1]] * 9)
+    assert features.shape == (2, 512 // 16)
+    assert sizes == {0: 112, 1: 112, 2: 112, 3: 56, 4: 56, 5: 28, 6: 28, 7: 14, 8: 14}
+    cifar, sizes = RPSBank(modules=2, width=16), {}  # RPS_net_cifar: max-pools after layers 5 and 7 only
+    for layer, row in enumerate(cifar.layers):
+        row[1].register_forward_hook(lambda _m, _i, out, layer=layer: sizes.setdefault(layer, out.shape[-1]))
+    cifar(torch.randn(2, 3, 32, 32), [[0, 1]] * 9)
+    assert sizes == {0: 32, 1: 32, 2: 32, 3: 32, 4: 32, 5: 16, 6: 16, 7: 8, 8: 8}
+    with pytest.raises(ConfigError, match="backbone.stem=podnet: rpsnet has the stems cifar, imagenet"):
+        RPSBank(stem="podnet")
+
+
 class Fixed(nn.Module):
     """A network whose logits over all 4 classes are given."""
 
