@@ -6,6 +6,7 @@ loss part in every epoch are stored in tests/golden.json and compared by tests/t
     python -m tests.golden --update        # rewrite tests/golden.json (say why in the commit)
     python -m tests.golden lwf der         # only these cases
     python -m tests.golden --perturb       # each loss weight x1.1: does the comparison catch it?
+    python -m tests.golden --jobs 1        # one case at a time (default: one process per core, up to 2)
 
 The runs compute in float64. In float32 a class-incremental run is chaotic: the last-bit
 differences between two CPUs' kernels (AVX2 against AVX-512) grow a thousandfold within five
@@ -13,18 +14,22 @@ SGD steps at these learning rates and move accuracies by tens of points by the l
 tolerance could both absorb them and catch a changed loss. In float64 the same runs agree to
 1e-7 across vector ISAs and thread counts (docs/golden.md has the measurements).
 
-On the machine type the numbers were made on (same CPU model, vector ISA, torch version and
-thread count: `fingerprint()`) they must be equal to the last bit; elsewhere within `TOLERANCE`.
+Each case computes on one thread, in a process of its own (`--jobs` of them side by side), so
+the numbers do not depend on how many cores a machine has. On the machine type they were made
+on (same CPU model, vector ISA and torch version: `fingerprint()`) they must be equal to the last
+bit; elsewhere within `TOLERANCE`.
 `--perturb` shows that a 10% change of each method's loss weights moves numbers far outside it.
 """
 
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -97,9 +102,12 @@ PERTURBATIONS: dict[str, list[str]] = {
 TOLERANCE = {"accuracy": 1.5, "loss": 1e-5, "params": 1e-3}
 
 
+THREADS = 1  # per case: the threads that split reductions decide last bits too
+
+
 def fingerprint() -> dict:
     """What decides the last bits of a CPU run: the CPU, the kernels torch picks for it, the
-    torch build and the threads that split reductions."""
+    torch build and the threads that split reductions (`THREADS`, in every case's process)."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -110,8 +118,21 @@ def fingerprint() -> dict:
         "cpu": model,
         "isa": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": THREADS,
     }
+
+
+def one_thread() -> None:
+    """Each worker process: its case on one thread, as `fingerprint()` says."""
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    torch.set_num_threads(THREADS)
+
+
+def run_all(jobs: list[tuple[str, list[str]]], workers: int):
+    """`run_case(name, extra)` for each job in its own worker process, in the jobs' order."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state from the caller
+    with ProcessPoolExecutor(max(1, min(workers, len(jobs))), context, initializer=one_thread) as pool:
+        yield from pool.map(run_case, *zip(*jobs, strict=True))
 
 
 def run_case(name: str, extra: list[str] = ()) -> dict:
@@ -215,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true", help="rewrite tests/golden.json with these numbers")
     parser.add_argument("--perturb", action="store_true", help="each loss weight x1.1, with the tolerance")
     parser.add_argument("--out", type=Path, help="write the numbers to this JSON file as well")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="cases side by side")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -222,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.cases or list(CASES)
     golden = load() if GOLDEN.is_file() else {"fingerprint": None, "cases": {}}
     if args.perturb:
-        return perturb([n for n in names if n in PERTURBATIONS], golden)
+        return perturb([n for n in names if n in PERTURBATIONS], golden, args.jobs)
     numbers, moved_cases = {}, 0
     exact = golden["fingerprint"] == fingerprint()
-    for name in names:
-        numbers[name] = run_case(name)
+    for name, result in zip(names, run_all([(name, []) for name in names], args.jobs), strict=True):
+        numbers[name] = result
         if name not in golden["cases"]:
             print(f"{name}: new case")
             moved_cases += 1
@@ -251,17 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if moved_cases else 0
 
 
-def perturb(names: list[str], golden: dict) -> int:
+def perturb(names: list[str], golden: dict, workers: int) -> int:
     """Each loss weight moved by 10%, compared as on another machine type (with TOLERANCE)."""
     missed = 0
-    for name in names:
-        for override in PERTURBATIONS[name]:
-            moved = differences(golden["cases"][name], run_case(name, [override]), exact=False)
-            missed += not moved
-            verdict = "caught" if moved else "MISSED"
-            print(f"{name} {override}: {verdict} ({len(moved)} numbers outside the tolerance)")
-            for line in moved[:3]:
-                print(f"  {line}")
+    jobs = [(name, [override]) for name in names for override in PERTURBATIONS[name]]
+    for (name, (override,)), result in zip(jobs, run_all(jobs, workers), strict=True):
+        moved = differences(golden["cases"][name], result, exact=False)
+        missed += not moved
+        verdict = "caught" if moved else "MISSED"
+        print(f"{name} {override}: {verdict} ({len(moved)} numbers outside the tolerance)")
+        for line in moved[:3]:
+            print(f"  {line}")
     return 1 if missed else 0
 
 

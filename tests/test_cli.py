@@ -40,55 +40,70 @@ def test_multirun_makes_one_folder_per_job_named_by_overrides(tmp_path):
 
 # One case per path an error takes to the user; the values each path checks are tabled
 # in-process (test_config.py, the methods' own tests).
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (  # a config-group option that does not exist, found before Hydra starts
-            ["method=nope"],
-            "cl-run: error: method=nope is unknown; choose from: "
-            "bic, der, ebll, ewc, feature_extraction, finetune, finetune_fc, icarl, imm, joint, lwf, mas, "
-            "podnet, rpsnet, sd, si, ucir, wa",
-        ),
-        (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
-        (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse
-        (["train.epochz=3"], "cl-run: error: Could not override 'train.epochz'"),  # Hydra's composition
-        (["steps=ten"], "cl-run: error: steps='ten' is invalid: expected an integer >= 1"),  # validation
-        (  # a method's constructor
-            ["method=mas", "method.lamb=-1"],
-            "cl-run: error: method.lamb=-1 is invalid: expected a number >= 0",
-        ),
-        (["memory.size=100000"], "cl-run: error: memory.size=100000 exceeds the 200 training images"),
-        (  # a data set's loader
-            ["dataset=cifar100", "dataset.root=/nonexistent"],
-            "cifar100 not found in /nonexistent/cifar-100-python",
-        ),
-        (["resume=/nonexistent"], "cl-run: error: resume=/nonexistent: not a cl-run run folder"),
-        (  # a method that rehearses, without a memory
-            ["method=icarl", "memory.size=0"],
-            "cl-run: error: method=icarl rehearses exemplars: set memory.size or memory.per_class",
-        ),
-        (  # a memory too small for one exemplar of every class (BiC keeps 90% of it for training)
-            ["method=bic", "memory.size=10", "validation=2"],
-            "cl-run: error: 9 exemplars (90% of memory.size=10) cannot keep one exemplar for each of the "
-            "10 classes",
-        ),
-        (["resume=true"], "cl-run: error: resume=true needs the run folder"),
-        (["sequence=[]"], "cl-run: error: sequence=[] is invalid: expected a list of data set names"),
-        (  # a recipe's pinned backbone
-            ["method=der", "dataset=cifar100", "backbone=resnet32"],
-            "cl-run: error: method_dataset/der_cifar100 pins backbone=resnet18 (the recipe's); "
-            "add ~method_dataset to run backbone=resnet32 without the recipe",
-        ),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
-    dataset = [] if any(a.startswith("dataset=") for a in args) else ["dataset=synthetic"]
-    run_dir = [] if args == ["resume=true"] else [f"hydra.run.dir={tmp_path}"]
-    proc = cl_run(*dataset, *args, "logger=local", *run_dir, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
+BAD_INPUT = [
+    (  # a config-group option that does not exist, found before Hydra starts
+        ["method=nope"],
+        "cl-run: error: method=nope is unknown; choose from: "
+        "bic, der, ebll, ewc, feature_extraction, finetune, finetune_fc, icarl, imm, joint, lwf, mas, "
+        "podnet, rpsnet, sd, si, ucir, wa",
+    ),
+    (["-m", "dataset=synthetic,imaginary"], "cl-run: error: dataset=imaginary is unknown"),  # in a sweep
+    (["steps=[1"], "cl-run: error: cannot parse 'steps=[1'"),  # an override that does not parse
+    (["train.epochz=3"], "cl-run: error: Could not override 'train.epochz'"),  # Hydra's composition
+    (["steps=ten"], "cl-run: error: steps='ten' is invalid: expected an integer >= 1"),  # validation
+    (  # a method's constructor
+        ["method=mas", "method.lamb=-1"],
+        "cl-run: error: method.lamb=-1 is invalid: expected a number >= 0",
+    ),
+    (["memory.size=100000"], "cl-run: error: memory.size=100000 exceeds the 200 training images"),
+    (  # a data set's loader
+        ["dataset=cifar100", "dataset.root=/nonexistent"],
+        "cifar100 not found in /nonexistent/cifar-100-python",
+    ),
+    (["resume=/nonexistent"], "cl-run: error: resume=/nonexistent: not a cl-run run folder"),
+    (  # a method that rehearses, without a memory
+        ["method=icarl", "memory.size=0"],
+        "cl-run: error: method=icarl rehearses exemplars: set memory.size or memory.per_class",
+    ),
+    (  # a memory too small for one exemplar of every class (BiC keeps 90% of it for training)
+        ["method=bic", "memory.size=10", "validation=2"],
+        "cl-run: error: 9 exemplars (90% of memory.size=10) cannot keep one exemplar for each of the "
+        "10 classes",
+    ),
+    (["resume=true"], "cl-run: error: resume=true needs the run folder"),
+    (["sequence=[]"], "cl-run: error: sequence=[] is invalid: expected a list of data set names"),
+    (  # a recipe's pinned backbone
+        ["method=der", "dataset=cifar100", "backbone=resnet32"],
+        "cl-run: error: method_dataset/der_cifar100 pins backbone=resnet18 (the recipe's); "
+        "add ~method_dataset to run backbone=resnet32 without the recipe",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory) -> list:
+    """Every BAD_INPUT command line through cl-run's entry point, in one fresh process (tests.commands)."""
+    folder = tmp_path_factory.mktemp("bad_input")
+    commands = []
+    for i, (args, _) in enumerate(BAD_INPUT):
+        dataset = [] if any(a.startswith("dataset=") for a in args) else ["dataset=synthetic"]
+        run_dir = [] if args == ["resume=true"] else [f"hydra.run.dir={folder / str(i)}"]
+        commands.append([*dataset, *args, "logger=local", *run_dir])
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # tests.commands
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run([sys.executable, "-m", "tests.commands", json.dumps(commands)], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=lambda i: " ".join(BAD_INPUT[i][0]))
+def test_bad_input_is_one_line_and_exit_code_2(bad_input_results, case):
+    code, stderr = bad_input_results[case]
+    assert code == 2
+    assert BAD_INPUT[case][1] in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stderr
 
 
 def test_full_error_shows_the_traceback(tmp_path):

@@ -209,16 +209,19 @@ def _wait_until_mid_task(folder: Path, proc, task: int = 1, timeout: float = 120
     raise AssertionError("no mid-task checkpoint appeared")
 
 
-# SIGKILL in a real process for every method with state beyond the network's and a teacher's;
-# the others' state is the same kind (test_crash_mid_task covers them all in every run): `long`
-PLAIN_STATE = ("finetune", "lwf", "sd", "icarl", "wa")
+# SIGKILL in a real process for every method with state of its own kind; the others' state is
+# of a kind tested here already (test_crash_mid_task covers them all in every run): `long`.
+# Plain: the network and a teacher. EWC: MAS's regularizer base. UCIR: PODNet's balanced stage.
+SAME_KIND = ("finetune", "lwf", "sd", "icarl", "wa", "ewc", "ucir")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method", [pytest.param(m, marks=pytest.mark.long) if m in PLAIN_STATE else m for m in METHODS]
+    "method", [pytest.param(m, marks=pytest.mark.long) if m in SAME_KIND else m for m in METHODS]
 )
 def test_sigkill_then_resume_gives_identical_metrics(method, tmp_path):
+    """Killed mid-task in a real process, whatever it was writing; resumed from what is on disk
+    (in this process: `cl-run resume=PATH` itself is test_sigint_and_sigterm's)."""
     expected = reference(tmp_path, method)
     folder = tmp_path / "killed"
     proc = _cl_run([*SETTING, *METHODS[method], f"hydra.run.dir={folder}"])
@@ -226,9 +229,7 @@ def test_sigkill_then_resume_gives_identical_metrics(method, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not json.loads((folder / "metrics.json").read_text())["finished"]
-    exe = str(Path(sys.executable).with_name("cl-run"))
-    resumed = subprocess.run([exe, f"resume={folder}"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    run(make_cfg(*SETTING, *METHODS[method], "resume=true"), folder)
     assert numbers(folder) == expected
 
 
