@@ -32,77 +32,78 @@ cl_report=(${CL_REPORT:-cl-report})
 out=${OUT:-reproduce}/$table$([ $smoke = 1 ] && echo _smoke || true)
 seeds=${SEEDS:-0,1,2}
 
+# A table is a list of sweeps (one `cl-run -m` each): the overrides it sweeps (they name its job
+# folders), the fixed ones of a full run, and those that replace them in a --smoke run (with the
+# table's shrink and every smoke run's keys). No override in these lists contains a space.
+sweeps=()
+sweep() { sweeps+=("$1|${2:-}|${3:-}"); }
+# the rows a table runs beside its main method, in its order; METHODS=a,b narrows them
+rows() { local list=,${METHODS:-$1},; for m in ${1//,/ }; do [[ $list == *,$m,* ]] && echo "$m"; done; true; }
+resnet20=++backbone._target_=cl_runner.models.resnet_cifar.resnet20  # ++: a key of the presets' own backbone
+
 case $table in
   der_cifar100)
     # DER and DER w/o P, then the table's other rows (iCaRL, UCIR, BiC, WA, PODNet) on the same
     # protocols: their own recipes (method_dataset/<method>_cifar100) on DER's ResNet-18 and
     # class order, as the table ran them (its #P is 11.22M for every one of them); RPSNet on its
-    # own network. The smoke run leaves out B0 50 steps (50 tasks: minutes on its own).
+    # own network. The smoke run leaves out B0 50 steps (50 tasks: minutes on its own), and
+    # shrinks each method's own stages too (BiC holds 20 images of each class out: the smoke
+    # files have 4).
     protocols=der_cifar100_b0_5,der_cifar100_b0_10,der_cifar100_b0_20,der_cifar100_b50_2,der_cifar100_b50_5,der_cifar100_b50_10
     [ $smoke = 1 ] || protocols=$protocols,der_cifar100_b0_50
     protocols=${PRESETS:-$protocols}
-    sweep=(experiment=$protocols method.prune=true,false)
-    order=$("$python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['class_order'])" \
+    order=class_order=$("$python" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['class_order'])" \
       "$here/../configs/method_dataset/der_cifar100.yaml" | tr -d ' ')
-    apart_methods=$(echo ",${METHODS:-icarl,ucir,bic,wa,podnet}," | sed 's/,rpsnet,/,/g; s/^,//; s/,$//')
-    apart=(); [ "$apart_methods" ] && apart=(experiment=$protocols method=$apart_methods)
-    apart_fixed=(backbone=resnet18 "class_order=$order")
-    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20 memory.size=200 memory.per_class=null
-            ++method.balanced_epochs=1 train.warmup_epochs=0)
-    apart_shrink=("class_order=$order" backbone=resnet20 memory.size=200 memory.per_class=null
-                  train.first_task.epochs=1)
-    # the smoke run shrinks each method's own stages too, one method at a time (BiC holds 20
-    # images of each class out: the smoke files have 4)
-    declare -A method_shrink=([bic]="method.bias_epochs=2 validation=2" [podnet]="method.cbf_epochs=2 method.proxies=2"
-                              [ucir]="method.cbf_epochs=2")
-    # RPSNet on its own network (backbone=rpsnet), 8 candidate runs per task, the best on a 10%
-    # held-out split kept; the smoke run narrows the bank and runs 2 candidates
-    if [[ ,${METHODS:-rpsnet}, == *,rpsnet,* ]]; then
-      own_rows=(experiment=$protocols method=rpsnet) own_fixed=(backbone=rpsnet "class_order=$order") own_alone=1
-      own_smoke=(backbone.width=16 backbone.modules=2 method.candidates=2 validation=1 memory.size=200)
-    fi ;;
+    small="memory.size=200 memory.per_class=null"
+    sweep "experiment=$protocols method.prune=true,false" "" \
+      "$resnet20 $small ++method.balanced_epochs=1 train.warmup_epochs=0"
+    declare -A own_stages=([bic]="method.bias_epochs=2 validation=2" [podnet]="method.cbf_epochs=2 method.proxies=2"
+                           [ucir]="method.cbf_epochs=2")
+    for m in $(rows icarl,ucir,bic,wa,podnet); do
+      sweep "experiment=$protocols method=$m" "backbone=resnet18 $order" \
+        "backbone=resnet20 $order $small train.first_task.epochs=1 ${own_stages[$m]:-}"
+    done
+    # RPSNet on its own network, 8 candidate runs per task, the best on a 10% held-out split
+    # kept; the smoke run narrows the bank and runs 2 candidates
+    for m in $(rows rpsnet); do
+      sweep "experiment=$protocols method=rpsnet" "backbone=rpsnet $order" \
+        "backbone=rpsnet $order backbone.width=16 backbone.modules=2 method.candidates=2 validation=1 memory.size=200"
+    done ;;
   der_imagenet100)
     # DER w/o P (the official ImageNet config is der_womask; B0's pre-activation ResNet-18 has no
     # channel plan), then the table's other rows on the same protocols with their own ImageNet
     # recipes (method_dataset/<method>_imagenet100) on the standard ResNet-18, and RPSNet on its
     # ImageNet network.
+    [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; }
     protocols=${PRESETS:-der_imagenet100_b0_10,der_imagenet100_b50_10}
-    sweep=(experiment=$protocols method.prune=false)
-    apart_methods=$(echo ",${METHODS:-icarl,ucir,bic,wa,podnet}," | sed 's/,rpsnet,/,/g; s/^,//; s/,$//')
-    apart=(); [ "$apart_methods" ] && apart=(experiment=$protocols method=$apart_methods)
-    apart_fixed=(backbone=resnet18 backbone.stem=imagenet)
-    if [[ ,${METHODS:-rpsnet}, == *,rpsnet,* ]]; then
-      own_rows=(experiment=$protocols method=rpsnet) own_fixed=(backbone=rpsnet) own_alone=1
-    fi
-    [ $smoke = 0 ] || { echo "$0: no smoke run for $table (ImageNet files cannot be generated to scale here)" >&2; exit 2; } ;;
+    sweep "experiment=$protocols method.prune=false"
+    for m in $(rows icarl,ucir,bic,wa,podnet); do
+      sweep "experiment=$protocols method=$m" "backbone=resnet18 backbone.stem=imagenet"
+    done
+    for m in $(rows rpsnet); do sweep "experiment=$protocols method=rpsnet" "backbone=rpsnet"; done ;;
   lwf_mas_cifar100)
-    sweep=(experiment=lwf_cifar100_b0_10,mas_cifar100_b0_10)
-    shrink=(backbone=resnet20) ;;
+    sweep "experiment=lwf_cifar100_b0_10,mas_cifar100_b0_10" "" "backbone=resnet20" ;;
   sd_cifar100)
-    sweep=(experiment=sd_cifar100_b0_1 method=sd,finetune)
-    shrink=(++backbone._target_=cl_runner.models.resnet_cifar.resnet20) ;;
+    sweep "experiment=sd_cifar100_b0_1 method=sd,finetune" "" "$resnet20" ;;
   lwf_table)
-    # TPAMI Table 1(a). Feature extraction runs apart: no warm-up (it trains only heads
-    # anyway) at its own 5x rate (method.lr_scale).
+    # TPAMI Table 1(a). Feature extraction runs apart: no warm-up (it trains only heads anyway)
+    # at its own 5x rate (method.lr_scale).
     presets=lwf_imagenet_voc,lwf_imagenet_cub,lwf_imagenet_scenes,lwf_imagenet_mnist
     presets=${PRESETS:-$presets,lwf_places365_voc,lwf_places365_cub,lwf_places365_scenes}
-    sweep=(experiment=$presets method=lwf,finetune,finetune_fc,joint)
-    apart=(experiment=$presets method=feature_extraction method.head_epochs=0)
-    shrink=(train.batch_size=8) ;;
+    sweep "experiment=$presets method=lwf,finetune,finetune_fc,joint"
+    sweep "experiment=$presets method=feature_extraction method.head_epochs=0" ;;
   mas_table)
     # The table's nine rows. IMM's two (mean and mode) run apart: method.mode exists for IMM
     # alone; EBLL runs apart too, as its smoke run shrinks its autoencoder's stage.
     presets=${PRESETS:-mas_birds_scenes,mas_scenes_birds,mas_flowers_birds,mas_flowers_scenes,mas_8tasks}
-    methods=,${METHODS:-finetune,lwf,ebll,imm,ewc,si,mas,joint},
-    swept=$(echo "$methods" | tr , '\n' | grep -vx -e '' -e imm -e ebll | paste -sd, -)
-    sweep=(); [ "$swept" ] && sweep=(experiment=$presets method=$swept)
-    [[ $methods == *,imm,* ]] && apart=(experiment=$presets method=imm method.mode=mean,mode)
-    [[ $methods == *,ebll,* ]] && own_rows=(experiment=$presets method=ebll) own_smoke=(method.ae_epochs=2)
-    shrink=(train.batch_size=8) ;;
+    swept=$(rows finetune,lwf,ewc,si,mas,joint | paste -sd, -)
+    [ -z "$swept" ] || sweep "experiment=$presets method=$swept"
+    [ -z "$(rows imm)" ] || sweep "experiment=$presets method=imm method.mode=mean,mode"
+    [ -z "$(rows ebll)" ] || sweep "experiment=$presets method=ebll" "" "method.ae_epochs=2" ;;
   *) usage ;;
 esac
 
-extra=()  # ++: these keys exist only in the swept presets, not in the sweep's base config
+smoke_keys=()  # every sweep's in a smoke run
 if [ $smoke = 1 ] && [ "${presets:-}" ]; then
   seeds=${SEEDS:-0}
   # Every set in its release's format, and random weights where the pretrained ones would be:
@@ -122,49 +123,24 @@ for path, classes in ((out / "torch/hub/checkpoints/alexnet-owt-7be5be79.pth", 1
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(alexnet(num_classes=classes).state_dict(), path)
 PY
-  extra=("${shrink[@]}" train.epochs=1 logger=local)
+  smoke_keys=(train.batch_size=8 train.epochs=1 logger=local)
 elif [ $smoke = 1 ]; then
   seeds=${SEEDS:-0}
   "$python" "$here/synthetic_cifar.py" "$out/data" --train-per-class 4 --test-per-class 2 >/dev/null
-  extra=("${shrink[@]}" "++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
-fi
-apart_extra=("${extra[@]}")  # the rows run apart shrink alike, unless they have keys of their own
-if [ $smoke = 1 ] && [ "${apart_shrink:-}" ]; then
-  apart_extra=("${apart_shrink[@]}" "${extra[@]:${#shrink[@]}}")
-elif [ "${apart_fixed:-}" ]; then
-  apart_extra=("${apart_fixed[@]}" "${extra[@]}")
+  smoke_keys=("++dataset.root=$out/data" train.epochs=1 train.batch_size=32 train.lr=0.01 logger=local)
 fi
 
-folder_names() {  # job folders are named by the swept keys only: the shrink keys are the same for every job
-  local fixed
-  fixed=$(printf '%s\n' "$@" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
-  echo "hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$fixed]"
-}
-if [ $smoke = 1 ]; then
-  extra+=("$(folder_names "${extra[@]}")")
-fi
-
-if [ ${#sweep[@]} -gt 0 ]; then
-  "${cl_run[@]}" -m "${sweep[@]}" "seed=$seeds" resume=auto "${extra[@]}" "$@" "hydra.sweep.dir=$out"
-fi
-if [ "${apart:-}" ] && [ $smoke = 1 ] && declare -p method_shrink &>/dev/null; then
-  for m in $(echo "${apart[1]#method=}" | tr , ' '); do
-    read -ra own <<< "${method_shrink[$m]:-}"
-    "${cl_run[@]}" -m "${apart[0]}" "method=$m" "${own[@]}" "seed=$seeds" resume=auto "${apart_extra[@]}" "$@" \
-      "hydra.sweep.dir=$out" "$(folder_names "${apart_extra[@]}" "${own[@]}")"
-  done
-elif [ "${apart:-}" ]; then
-  names=()  # a class order would make a folder name too long
-  [ $smoke = 1 ] || [ "${apart_fixed:-}" ] && names=("$(folder_names "${apart_extra[@]}")")
-  "${cl_run[@]}" -m "${apart[@]}" "seed=$seeds" resume=auto "${apart_extra[@]}" "$@" "hydra.sweep.dir=$out" "${names[@]}"
-fi
-if [ "${own_rows:-}" ]; then  # rows with keys of their own (EBLL's stage, RPSNet's network) to shrink apart
-  own=(); [ $smoke = 1 ] && own=("${own_smoke[@]}")
-  own_extra=("${apart_extra[@]}")  # own_alone: none of the apart rows' fixed keys (their backbone)
-  [ "${own_alone:-}" ] && own_extra=("${extra[@]:${#shrink[@]}}")
-  own_extra=(${own_fixed[@]+"${own_fixed[@]}"} ${own_extra[@]+"${own_extra[@]}"})
-  names=(); [ $smoke = 1 ] || [ "${own_fixed:-}" ] && names=("$(folder_names "${own_extra[@]}" ${own[@]+"${own[@]}"})")
-  "${cl_run[@]}" -m "${own_rows[@]}" ${own[@]+"${own[@]}"} "seed=$seeds" resume=auto "${own_extra[@]}" "$@" \
-    "hydra.sweep.dir=$out" ${names[@]+"${names[@]}"}
-fi
+for entry in "${sweeps[@]}"; do
+  IFS='|' read -r swept full small <<< "$entry"
+  read -ra swept <<< "$swept"
+  if [ $smoke = 1 ]; then read -ra fixed <<< "$small"; fixed+=(${smoke_keys[@]+"${smoke_keys[@]}"}); else read -ra fixed <<< "$full"; fi
+  # job folders are named by the swept overrides only (a class order would make a name too long)
+  names=()
+  if [ ${#fixed[@]} -gt 0 ]; then
+    keys=$(printf '%s\n' "${fixed[@]}" | sed 's/^[+~]*//; s/=.*//' | paste -sd, -)
+    names=("hydra.job.config.override_dirname.exclude_keys=[dataset.root,dataset.train_list,dataset.val_list,resume,$keys]")
+  fi
+  "${cl_run[@]}" -m "${swept[@]}" "seed=$seeds" resume=auto ${fixed[@]+"${fixed[@]}"} "$@" "hydra.sweep.dir=$out" \
+    ${names[@]+"${names[@]}"}
+done
 "${cl_report[@]}" "$out" --out "$out/report"
