@@ -52,8 +52,9 @@ FOLDER_TINY = [
 @pytest.mark.parametrize("name", ["imagenet100", "imagenet"])
 def test_imagenet_runs_end_to_end_through_dataloader_workers(tmp_path, name):
     write_imagenet(tmp_path / "data")
-    cfg = make_cfg(f"dataset={name}", f"dataset.root={tmp_path / 'data'}", *FOLDER_TINY, "method=der",
-                   "memory.size=8", "method.balanced_epochs=1")  # fmt: skip
+    # DER's ImageNet-100 recipe (method_dataset/der_imagenet100) warms up for 20 epochs
+    tiny = [*FOLDER_TINY, "method=der", "memory.size=8", "method.balanced_epochs=1", "train.warmup_epochs=0"]
+    cfg = make_cfg(f"dataset={name}", f"dataset.root={tmp_path / 'data'}", *tiny)
     results = run(cfg, tmp_path / "run")
     assert results.finished and len(results.steps) == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
