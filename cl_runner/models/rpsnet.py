@@ -13,8 +13,9 @@ conv-BN. The outputs of a layer's modules on the path are summed, then
 
 with 2x2 max-pooling after layers 5 and 7 and global average pooling at the end. The ImageNet
 network differs in two places only: layer 1's convolutions are 7x7 with stride 2 (no max-pool
-after them), and it max-pools after layers 3, 5, 7 and 9 (224 -> 112 -> 56 -> 28 -> 14 -> 7). The path the
-network runs (`infer`, an L x M 0/1 list: the task's path and every frozen one) is its state.
+after them), and it max-pools after layers 3, 5, 7 and 9 (224 -> 112 -> 56 -> 28 -> 14 -> 7).
+The path the network runs (`infer`, an L x M 0/1 list: the task's path and every frozen one) is
+its state.
 """
 
 import torch
