@@ -460,12 +460,13 @@ class Runner:
     def schedule(self, task: Task, stage: Stage) -> Schedule:
         """The stage's optimisation: its own values, the rest from the training schedule (the
         first learnt task's own where it has one), at the method's and later tasks' rate."""
-        base = self.settings.schedule(first=not self.later(task), learnt=self.learnt_position(task))
+        learnt = self.learnt_position(task)
+        base = self.settings.schedule(first=learnt == 0, learnt=learnt)
         if self.task_lr is not None and not stage.after_task:
             base = replace(base, lr=self.task_lr)
         lr = stage.lr
         if lr is None:
-            lr = base.lr * self.method.lr_scale * (self.settings.later_lr_factor if self.later(task) else 1.0)
+            lr = base.lr * self.method.lr_scale * (self.settings.later_lr_factor if learnt > 0 else 1.0)
         own = {
             "scheduler": "multistep",
             "milestones": stage.milestones,

@@ -21,8 +21,8 @@ def run(args: list[str]) -> tuple[int | str | None, str]:
         try:
             main()
             code = 0
-        except SystemExit as exit:
-            code = exit.code
+        except SystemExit as stop:
+            code = stop.code
     return code, stderr.getvalue()
 
 

@@ -89,8 +89,7 @@ class BiC(WithTeacher):
         if stage.name != "bias":
             return
         applied, model.applied = model.applied, []
-        with torch.no_grad():
-            self.fixed_logits = data.outputs(model, FIXED_CHUNK)
+        self.fixed_logits = data.outputs(model, FIXED_CHUNK)  # inference mode, eval mode
         model.applied = applied
 
     def after_task(self, task: Task, model: BiasNet, memory, data: TaskData) -> None:

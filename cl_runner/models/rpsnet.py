@@ -47,7 +47,14 @@ def module(layer: int, c_in: int, c_out: int, stem: str) -> nn.Sequential:
 class RPSBank(nn.Module):
     """The modules: `layers[l][m]`, and `skips[str(l)]` for layers 4, 6 and 8."""
 
-    def __init__(self, in_channels=3, image_size=32, modules: int = 8, width: int = 1, stem: str = "cifar"):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        modules: int = 8,
+        width: int = 1,
+        stem: str = "cifar",
+    ):
         super().__init__()  # any image size: the features are globally average-pooled
         if stem not in POOL_AFTER:
             raise ConfigError(f"backbone.stem={stem}: rpsnet has the stems {', '.join(POOL_AFTER)}")
