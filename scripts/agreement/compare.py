@@ -55,6 +55,12 @@ def value(result, metric, key):
     return None if block is None else block[key]
 
 
+def weight_seed(result) -> int:
+    """torch's seed of a run: recorded since PyCIL's runs were seeded per run; PyCIL's own code
+    seeds 1 (results written before that), FACIL and cl_runner use the run's seed."""
+    return result.get("weight_seed", 1 if result["side"] == "pycil" else result["seed"])
+
+
 def table(pair, method, sides) -> list[str]:
     lines = [f"### {pair}: {method}", ""]
     if (pair, method) in NOTES:
@@ -118,6 +124,8 @@ def table(pair, method, sides) -> list[str]:
                     )
         lines.append("| " + " | ".join([f"{names[side]} − {theirs_name}", ""] + cells + [""]) + " |")
     lines += [""] + [f"- {v}" for v in verdicts]
+    draws = {names[k]: sorted({weight_seed(r) for r in sides[k].values()}) for k in SIDES if k in sides}
+    lines.append("- weight seeds: " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in draws.items()))
     # the mean curves: seen-class accuracy after each task
     lines += ["", "Mean seen-class accuracy after each task:", ""]
     for side in ("theirs", "ours", "switch"):

@@ -7,6 +7,8 @@ of the commit under test), one thread.
 
 Usage: ours.py --repo CLONE --pair pycil --method wa --seed 1993 --epochs 2 --out result.json
        [--set method.clip=false ...]   extra overrides: the switches that reproduce the other code
+       [--weight-seed W]               `seed=W` (weights, shuffling, distortions) instead of the run's seed
+       [--tasks N]                     stop after N tasks (first_task.py's study)
 """
 
 import argparse
@@ -89,7 +91,9 @@ FACIL = {
 FACIL_TRAIN = dict(epochs=100, milestones=[50, 75], wd=0.0, momentum=0.0)
 
 
-def overrides(pair: str, method: str, seed: int, epochs: int, data: str) -> tuple[list[str], dict]:
+def overrides(
+    pair: str, method: str, seed: int, epochs: int, data: str, weight_seed: int | None = None
+) -> tuple[list[str], dict]:
     table = PYCIL if pair == "pycil" else FACIL
     spec = dict(table[method])
     if pair == "facil":
@@ -109,7 +113,7 @@ def overrides(pair: str, method: str, seed: int, epochs: int, data: str) -> tupl
         f"memory.size={spec['memory']}",
         "memory.selection=herding",
         f"class_order_seed={seed}",
-        f"seed={seed}",
+        f"seed={seed if weight_seed is None else weight_seed}",
         "train.precise_bn=false",
         "device=cpu",
         "logger=local",
@@ -149,6 +153,19 @@ sys.argv = ["cl-run", *sys.argv[5:]]
 from cl_runner.train import main
 main()
 """
+# --tasks N: the runner's task list cut to its first N (the protocol, class order and seeds unchanged).
+FIRST_TASKS = """
+import sys
+from cl_runner import train
+tasks, built = int(sys.argv[1]), train.runner_for
+def first_tasks(*args, **kwargs):
+    runner = built(*args, **kwargs)
+    runner.benchmark.tasks = runner.benchmark.tasks[:tasks]
+    return runner
+train.runner_for = first_tasks
+sys.argv = ["cl-run", *sys.argv[2:]]
+train.main()
+"""
 TRACED = {
     "der": ("cl_runner.methods.der", "DER"),
     "wa": ("cl_runner.methods.wa", "WA"),
@@ -170,15 +187,21 @@ def main() -> None:
     p.add_argument(
         "--trace-task", type=int, default=None, help="record every batch's loss parts of this task"
     )
+    p.add_argument("--weight-seed", type=int, default=None, help="cl_runner's seed [the run's seed]")
+    p.add_argument("--tasks", type=int, default=None, help="stop after this many tasks")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    args, settings = overrides(a.pair, a.method, a.seed, a.epochs, a.data)
+    if a.tasks is not None and a.trace_task is not None:
+        p.error("--tasks and --trace-task do not combine")
+    args, settings = overrides(a.pair, a.method, a.seed, a.epochs, a.data, a.weight_seed)
     args += a.set + [f"hydra.run.dir={a.rundir}"]
     env = dict(os.environ, PYTHONPATH=str(Path(a.repo).resolve()), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [a.python, "-m", "cl_runner.train", *args]
     trace_path = Path(a.rundir) / "trace.json"
     if a.trace_task is not None:
         command = [a.python, "-c", TRACER, *TRACED[a.method], str(a.trace_task), str(trace_path), *args]
+    if a.tasks is not None:
+        command = [a.python, "-c", FIRST_TASKS, str(a.tasks), *args]
     Path(a.rundir).mkdir(parents=True, exist_ok=True)
     clock = Clock()
     with open(Path(a.out).with_suffix(".log"), "w") as log:
@@ -192,6 +215,7 @@ def main() -> None:
         "pair": a.pair,
         "method": a.method,
         "seed": a.seed,
+        "weight_seed": a.seed if a.weight_seed is None else a.weight_seed,
         "epochs": a.epochs,
         "switch": a.set,
         "overrides": args,

@@ -7,6 +7,9 @@ PyCIL's own code, patched only where it cannot run here:
 
 - iCIFAR10.download_data reads our files (torchvision's CIFAR10 with its md5 check off);
 - trainer._set_device gives the CPU (its own parser turns "-1" into cuda:-1);
+- trainer._set_random seeds torch with the run's seed (--weight-seed): PyCIL's own always seeds 1
+  (its seed list sets the class order only), which makes every seed of a pair one draw of the
+  weights and the shuffling; cl_runner's seed sets both, so each side's seeds are now alike;
 - the exemplar quota per class is capped at the class's size (their herding loop fails past it);
 - DataLoaders run in the main process (num_workers=0): worker processes would add CPU cores
   that the 1-thread wall-time comparison does not allow;
@@ -14,7 +17,8 @@ PyCIL's own code, patched only where it cannot run here:
   top-k cut to the classes seen (PyCIL's top-5 fails in torch.topk with 2 classes; top-1,
   the only number used here, is unchanged);
 - with --trace-task T, F.cross_entropy in the method's module is wrapped to record every
-  loss it computes during task T (DER: the classifier's, then the auxiliary one's, per batch).
+  loss it computes during task T (DER: the classifier's, then the auxiliary one's, per batch);
+- with --tasks N, the run stops after the N-th task's evaluation (first_task.py's study).
 
 Usage: pycil.py --repo PyCIL --method wa --seed 1993 --epochs 3 --out result.json
 """
@@ -31,6 +35,10 @@ from common import CLASSES_PER_TASK, Clock, one_thread, scale_milestones, summar
 DATA = "/work/scratch/data"
 
 
+class Enough(Exception):
+    """--tasks N: the N-th task has been evaluated."""
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repo", required=True)
@@ -40,8 +48,12 @@ def main() -> None:
     p.add_argument("--data", default=DATA, help="folder holding cifar-10-batches-py/")
     p.add_argument("--workdir", default="/work/scratch/agreement/pycil_work", help="PyCIL writes logs/ here")
     p.add_argument("--trace-task", type=int, default=None, help="record every cross-entropy of this task")
+    p.add_argument("--weight-seed", type=int, default=None, help="torch's seed [the run's]; 1: PyCIL's")
+    p.add_argument("--tasks", type=int, default=None, help="stop after this many tasks")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    weight_seed = a.seed if a.weight_seed is None else a.weight_seed
+    out = str(Path(a.out).resolve())  # before the chdir below
     clock = Clock()
     one_thread()
 
@@ -107,6 +119,11 @@ def main() -> None:
 
     trainer._set_device = lambda args: args.update(device=[torch.device("cpu")])
 
+    def set_random():  # PyCIL's sets torch.manual_seed(1) and cuDNN's determinism flags
+        torch.manual_seed(weight_seed)
+
+    trainer._set_random = set_random
+
     # PyCIL's herding loop (base.py _construct_exemplar) takes argmin over an empty array once a
     # class has fewer images than its quota (2000 // 2 = 1000 > 400 here after task 0): cap the
     # quota at the smallest class, which keeps every image of a class, as cl_runner does.
@@ -126,6 +143,8 @@ def main() -> None:
         cnn.append(float(cnn_accy["top1"]))
         if nme_accy is not None:
             nme.append(float(nme_accy["top1"]))
+        if len(cnn) == a.tasks:
+            raise Enough
         return cnn_accy, nme_accy
 
     base.BaseLearner.eval_task = recording_eval_task
@@ -164,13 +183,17 @@ def main() -> None:
         "device": ["cpu"],
         "seed": [a.seed],
     }
-    trainer.train(args)
+    try:
+        trainer.train(args)
+    except Enough:
+        pass
 
     uses_memory = a.method in ("icarl", "wa", "der")
     result = {
         "side": "pycil",
         "method": a.method,
         "seed": a.seed,
+        "weight_seed": weight_seed,
         "epochs": a.epochs,
         "settings": {
             "full": full,
@@ -184,7 +207,7 @@ def main() -> None:
     }
     if trace:
         result["trace"] = {"task": a.trace_task, "cross_entropies": trace}
-    write_result(a.out, result)
+    write_result(out, result)
     print(
         f"pycil {a.method} seed {a.seed}: CNN {result['cnn']}, NME {result['nme']}, "
         f"{result['wall_seconds']:.0f} s"
