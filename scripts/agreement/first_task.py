@@ -76,8 +76,9 @@ def main() -> None:
     (mp, sp), (mo, so) = mean_sd(sides["pycil"]), mean_sd(sides["ours"])
     se = math.sqrt((sp**2 + so**2) / len(sides["ours"]))
     print(f"| all ({len(sides['ours'])} runs) | {mp:.1f} ± {sp:.1f} | {mo:.1f} ± {so:.1f} |")
-    print(f"\ncl_runner - PyCIL: {mo - mp:+.1f} (SE {se:.1f}); below 70%: ", end="")
-    print(", ".join(f"{s} {sum(v < 70 for v in sides[s])}" for s in ("pycil", "ours")))
+    low = {s: sum(v < 70 for v in sides[s]) for s in sides}
+    print(f"\ncl_runner − PyCIL: {mo - mp:+.1f} (SE {se:.1f}); ", end="")
+    print(f"below 70%: PyCIL {low['pycil']} runs, cl_runner {low['ours']}.")
 
 
 if __name__ == "__main__":
