@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import SEEDS  # noqa: E402
+from compare import mean_std  # noqa: E402
 
 
 def run(side: str, checkout: str, method: str, order: int, weight: int, folder: Path) -> Path:
@@ -46,11 +47,6 @@ def run(side: str, checkout: str, method: str, order: int, weight: int, folder: 
     return out
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("pycil")
@@ -73,7 +69,7 @@ def main() -> None:
         cells = [", ".join(f"{first[(s, o, w)]:.1f}" for w in weights) for s in ("pycil", "ours")]
         print(f"| {o} | {cells[0]} | {cells[1]} |")
     sides = {s: [first[(s, o, w)] for o in SEEDS for w in weights] for s in ("pycil", "ours")}
-    (mp, sp), (mo, so) = mean_sd(sides["pycil"]), mean_sd(sides["ours"])
+    (mp, sp), (mo, so) = mean_std(sides["pycil"]), mean_std(sides["ours"])
     se = math.sqrt((sp**2 + so**2) / len(sides["ours"]))
     print(f"| all ({len(sides['ours'])} runs) | {mp:.1f} ± {sp:.1f} | {mo:.1f} ± {so:.1f} |")
     low = {s: sum(v < 70 for v in sides[s]) for s in sides}

@@ -193,7 +193,8 @@ def main() -> None:
     a = p.parse_args()
     if a.tasks is not None and a.trace_task is not None:
         p.error("--tasks and --trace-task do not combine")
-    args, settings = overrides(a.pair, a.method, a.seed, a.epochs, a.data, a.weight_seed)
+    weight_seed = a.seed if a.weight_seed is None else a.weight_seed
+    args, settings = overrides(a.pair, a.method, a.seed, a.epochs, a.data, weight_seed)
     args += a.set + [f"hydra.run.dir={a.rundir}"]
     env = dict(os.environ, PYTHONPATH=str(Path(a.repo).resolve()), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [a.python, "-m", "cl_runner.train", *args]
@@ -215,7 +216,7 @@ def main() -> None:
         "pair": a.pair,
         "method": a.method,
         "seed": a.seed,
-        "weight_seed": a.seed if a.weight_seed is None else a.weight_seed,
+        "weight_seed": weight_seed,
         "epochs": a.epochs,
         "switch": a.set,
         "overrides": args,
